@@ -1,0 +1,1 @@
+"""Library the task collections stand on: planning, store and the one SSH transport."""
