@@ -1,0 +1,74 @@
+"""What the inventory says about a host, as frozen values.
+
+Defaults are the runbook's production layout. inventory.py fills these from
+YAML and validates every field against its type hint; nothing else reads YAML.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Literal
+
+HostKeyPolicy = Literal["strict", "accept-new"]
+
+
+@dataclass(frozen=True)
+class Layout:
+    root: str = "/opt/zachot"
+    env_file: str = "/opt/zachot/envs/prod/etc/zachot.env"
+    unit_dir: str = "/etc/systemd/system"
+    units: tuple[str, ...] = ("zachot-api.service", "zachot-worker.service")
+    logs_dir: str = "/opt/zachot/logs"
+    repo_dir: str = "/opt/zachot/repo"
+    repo_url: str = "https://github.com/your-org/zachot.git"
+    venv_dir: str = "/opt/zachot/envs/prod"
+    service_user: str = "zachot"
+    backup_dir: str = "/opt/zachot/backups"
+    api_health_url: str = "http://127.0.0.1:8000/health"
+    required_env_keys: tuple[str, ...] = ("REDIS_URL", "WORKER_CONCURRENCY")
+    # Where the repo keeps its copy of the units (runbook: "infra/"), relative to repo_dir.
+    units_repo_dir: str | None = None
+
+
+@dataclass(frozen=True)
+class RedisSettings:
+    unit: str = "redis-server.service"
+    data_dir: str = "/var/lib/redis"
+    url: str = "redis://127.0.0.1:6379/0"
+
+
+@dataclass(frozen=True)
+class DramatiqSettings:
+    # Real broker keys are "<namespace>:<queue>" etc. (FACTS.md); the runbook's
+    # "dramatiq:queue:default" does not exist.
+    namespace: str = "dramatiq"
+    queues: tuple[str, ...] = ("default",)
+
+
+@dataclass(frozen=True)
+class StoreSettings:
+    path: Path = Path("~/backups/zachot").expanduser()
+    lock_timeout: float = 30.0
+
+
+@dataclass(frozen=True)
+class Host:
+    name: str
+    # None means: ask ~/.ssh/config (HostName, Port, User, IdentityFile, ProxyJump).
+    address: str | None = None
+    port: int | None = None
+    user: str | None = None
+    identity_file: Path | None = None
+    sudo: bool = True
+    # Name of an environment variable that holds the sudo password; never the password itself.
+    sudo_password_env: str | None = None
+    connect_timeout: float = 10.0
+    known_hosts: Path | None = None
+    host_key_policy: HostKeyPolicy = "strict"
+    scratch: bool = False
+    groups: tuple[str, ...] = ()
+    layout: Layout = field(default_factory=Layout)
+    redis: RedisSettings = field(default_factory=RedisSettings)
+    dramatiq: DramatiqSettings = field(default_factory=DramatiqSettings)
+    store: StoreSettings = field(default_factory=StoreSettings)
