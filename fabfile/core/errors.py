@@ -79,3 +79,7 @@ class LockHeldError(ZachotError):
 
 class StoreError(ZachotError):
     pass
+
+
+class SudoError(ZachotError):
+    pass

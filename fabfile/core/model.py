@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Literal
 
 HostKeyPolicy = Literal["strict", "accept-new"]
+DEFAULT_STORE = Path("~/backups/zachot").expanduser()
 
 
 @dataclass(frozen=True)
@@ -48,7 +49,7 @@ class DramatiqSettings:
 
 @dataclass(frozen=True)
 class StoreSettings:
-    path: Path = Path("~/backups/zachot").expanduser()
+    path: Path = DEFAULT_STORE
     lock_timeout: float = 30.0
 
 

@@ -1,0 +1,92 @@
+"""Everything the toolkit prints goes through here, masked.
+
+People get rich tables, colour and progress bars; scripts (no TTY, NO_COLOR,
+--json) get plain text or JSON on stdout. Errors go to stderr as one line.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
+from typing import Any
+
+from rich import box
+from rich.console import Console
+from rich.markup import escape
+from rich.progress import (
+    BarColumn,
+    DownloadColumn,
+    Progress,
+    TextColumn,
+    TimeRemainingColumn,
+    TransferSpeedColumn,
+)
+from rich.table import Table
+
+from .secrets import mask
+
+stdout = Console(highlight=False, soft_wrap=True)
+stderr = Console(stderr=True, highlight=False, soft_wrap=True)
+
+
+def _fancy(console: Console) -> bool:
+    return console.is_terminal and "NO_COLOR" not in os.environ
+
+
+def info(message: str) -> None:
+    stdout.print(escape(mask(message)))
+
+
+def warn(message: str) -> None:
+    stderr.print(
+        ("[yellow]warning:[/] " if _fancy(stderr) else "warning: ") + escape(mask(message))
+    )
+
+
+def error(message: str) -> None:
+    stderr.print(("[red]error:[/] " if _fancy(stderr) else "error: ") + escape(mask(message)))
+
+
+def table(title: str, columns: Sequence[str], rows: Sequence[Sequence[Any]]) -> None:
+    if not _fancy(stdout):
+        # Plain, tab-separated: what cut, awk and cron mail handle best.
+        print(mask(title))
+        print("\t".join(columns))
+        for row in rows:
+            print(mask("\t".join("" if c is None else str(c) for c in row)))
+        sys.stdout.flush()
+        return
+    t = Table(title=escape(mask(title)), box=box.SIMPLE_HEAVY, title_justify="left")
+    for col in columns:
+        t.add_column(col)
+    for row in rows:
+        t.add_row(*(escape(mask("" if c is None else str(c))) for c in row))
+    stdout.print(t)
+
+
+def emit_json(data: Any) -> None:
+    print(mask(json.dumps(data, indent=2, sort_keys=True, default=str)))
+    sys.stdout.flush()
+
+
+@contextmanager
+def progress(label: str, total: int | None) -> Iterator[Callable[[int], None]]:
+    """Yield advance(n). A bar with bytes and rate on a TTY, silence otherwise."""
+    if not _fancy(stderr):
+        yield lambda n: None
+        return
+    bar = Progress(
+        TextColumn("{task.description}"),
+        BarColumn(),
+        DownloadColumn(),
+        TransferSpeedColumn(),
+        TimeRemainingColumn(),
+        console=stderr,
+        transient=True,
+    )
+    with bar:
+        task_id = bar.add_task(escape(mask(label)), total=total)
+        yield lambda n: bar.advance(task_id, n)

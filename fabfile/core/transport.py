@@ -1,0 +1,428 @@
+"""The one module that talks SSH: commands, pulls and pushes for one host.
+
+Commands are argv lists, shell-quoted here and nowhere else. Transfers use a raw
+exec channel running agent.py on the server (Fabric's `c.run` corrupts binary
+and its SFTP `get` is slow; see FACTS.md). Every transfer is hashed on both
+ends, written under a temporary name, fsynced and renamed only when the hashes
+agree, so an interrupted transfer never leaves a partial file under its name.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import secrets as random_names
+import shlex
+import socket
+import threading
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, BinaryIO
+
+import paramiko
+from fabric import Config, Connection
+
+from . import hostkeys, output
+from .agent import SOURCE as AGENT_SOURCE
+from .agent import TRAILER
+from .errors import ConnectError, HostKeyError, RemoteCommandError, SudoError, TransferError
+from .model import Host
+
+CHUNK = 1 << 20
+# No byte for this long means the link is dead; keepalives keep idle links open.
+IDLE_TIMEOUT = 120.0
+KEEPALIVE = 15
+GCM_FIRST = ("aes128-gcm@openssh.com", "aes256-gcm@openssh.com")
+
+
+def _gcm_first_transport(sock: Any, **kwargs: Any) -> paramiko.Transport:
+    # paramiko ranks AES-GCM last; on 2 vCPU it is the fastest cipher by far.
+    transport = paramiko.Transport(sock, **kwargs)
+    opts = transport.get_security_options()
+    preferred = tuple(c for c in GCM_FIRST if c in opts.ciphers)
+    opts.ciphers = preferred + tuple(c for c in opts.ciphers if c not in preferred)
+    return transport
+
+
+@dataclass(frozen=True)
+class CommandResult:
+    argv: tuple[str, ...]
+    exit_code: int
+    stdout: str
+    stderr: str
+
+    @property
+    def ok(self) -> bool:
+        return self.exit_code == 0
+
+
+@dataclass(frozen=True)
+class RemoteFile:
+    path: str
+    sha256: str
+    size: int
+    mode: int
+    owner: str
+    group: str
+    mtime: float
+
+
+@dataclass(frozen=True)
+class StreamResult:
+    sha256: str
+    size: int
+
+
+@dataclass
+class _Exchange:
+    exit_code: int
+    stdout: bytes
+    stderr: bytes
+
+
+class Transport:
+    """One verified SSH connection to one inventory host, opened on first use."""
+
+    def __init__(self, host: Host, *, sudo_password: str | None = None) -> None:
+        self.host = host
+        self._sudo_password = sudo_password or (
+            os.environ.get(host.sudo_password_env) if host.sudo_password_env else None
+        )
+        self._sudo_mode: str | None = None
+        self._connection: Connection | None = None
+
+    # -- connection -----------------------------------------------------
+    def __enter__(self) -> Transport:
+        return self.open()
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    @property
+    def connection(self) -> Connection:
+        """The opened Fabric Connection, for Fabric features such as forward_local."""
+        return self.open()._connection  # type: ignore[return-value]
+
+    def open(self) -> Transport:
+        if self._connection is not None and self._connection.is_connected:
+            return self
+        conn = self._make_connection()
+        try:
+            conn.open()
+        except HostKeyError:
+            conn.close()
+            raise
+        except paramiko.BadHostKeyException as exc:
+            conn.close()
+            raise hostkeys.changed_key_error(self.host, exc) from None
+        except Exception as exc:
+            conn.close()
+            raise self._connect_error(conn, exc) from None
+        conn.client.get_transport().set_keepalive(KEEPALIVE)
+        self._connection = conn
+        return self
+
+    def close(self) -> None:
+        if self._connection is not None:
+            self._connection.close()
+            self._connection = None
+
+    def _make_connection(self) -> Connection:
+        host = self.host
+        connect_kwargs: dict[str, Any] = {
+            "transport_factory": _gcm_first_transport,
+            "banner_timeout": host.connect_timeout,
+            "auth_timeout": host.connect_timeout,
+        }
+        if host.identity_file:
+            connect_kwargs["key_filename"] = [str(host.identity_file)]
+            connect_kwargs["look_for_keys"] = False
+        # Look the inventory name up in ~/.ssh/config, so ProxyJump, User and
+        # IdentityFile there fill what the inventory leaves out.
+        conn = Connection(
+            host.name,
+            user=host.user,
+            port=host.port,
+            connect_timeout=host.connect_timeout,
+            connect_kwargs=connect_kwargs,
+            config=Config(),
+        )
+        if host.address:
+            conn.host = host.address
+        conn.client.set_missing_host_key_policy(hostkeys.policy_for(host))
+        hostkeys.load_known_hosts(conn.client, host)
+        return conn
+
+    def _connect_error(self, conn: Connection, exc: Exception) -> ConnectError:
+        where = f"{self.host.name} ({conn.host}:{conn.port})"
+        if isinstance(exc, socket.timeout | TimeoutError):
+            seconds = self.host.connect_timeout
+            why = f"no answer in {seconds:g} s; is the box up, is the address right?"
+        elif isinstance(exc, paramiko.AuthenticationException):
+            why = f"authentication failed for user {conn.user!r}; check user and identity_file"
+        elif isinstance(exc, paramiko.ssh_exception.NoValidConnectionsError | ConnectionError):
+            why = "connection refused; is sshd running and is the port right?"
+        elif isinstance(exc, socket.gaierror):
+            why = f"cannot resolve {conn.host!r}; check address in the inventory"
+        else:
+            why = f"{type(exc).__name__}: {exc}"
+        return ConnectError(f"{where}: {why}")
+
+    # -- commands -------------------------------------------------------
+    def run(
+        self,
+        argv: Sequence[str],
+        *,
+        sudo: bool = False,
+        check: bool = True,
+        stdin: bytes | None = None,
+        timeout: float | None = None,
+    ) -> CommandResult:
+        """Run argv (quoted here) and capture its output as text."""
+        command, prefix = self._command(argv, sudo)
+        ex = self._exchange(command, stdin=prefix + (stdin or b""), timeout=timeout)
+        result = CommandResult(
+            tuple(argv),
+            ex.exit_code,
+            ex.stdout.decode("utf-8", "replace"),
+            ex.stderr.decode("utf-8", "replace"),
+        )
+        if check and not result.ok:
+            last = (result.stderr.strip().splitlines() or ["no error output"])[-1]
+            raise RemoteCommandError(
+                f"{self.host.name}: `{shlex.join(argv)}` exited {result.exit_code}: {last}"
+            )
+        return result
+
+    def _command(self, argv: Sequence[str], sudo: bool) -> tuple[str, bytes]:
+        if not sudo or not self.host.sudo:
+            return shlex.join(argv), b""
+        mode = self._check_sudo()
+        if mode == "password":
+            # -k: ignore cached credentials, so sudo always reads exactly one line.
+            return shlex.join(["sudo", "-k", "-S", "-p", "", "--", *argv]), self._password_line()
+        return shlex.join(["sudo", "-n", "--", *argv]), b""
+
+    def _password_line(self) -> bytes:
+        return (self._sudo_password or "").encode() + b"\n"
+
+    def _check_sudo(self) -> str:
+        """Find how sudo works here before anything is run through it."""
+        if self._sudo_mode:
+            return self._sudo_mode
+        probe = self._exchange("sudo -n true", stdin=b"", timeout=None)
+        if probe.exit_code == 0:
+            self._sudo_mode = "nopasswd"
+            return self._sudo_mode
+        said = probe.stderr.decode("utf-8", "replace")
+        user = self.connection.user
+        if "not in the sudoers" in said or "not allowed" in said:
+            raise SudoError(f"{self.host.name}: user {user!r} may not use sudo; ask an admin")
+        if not self._sudo_password:
+            raise SudoError(
+                f"{self.host.name}: sudo needs a password for {user!r}; set sudo_password_env "
+                "in the inventory or pass fab --prompt-for-sudo-password"
+            )
+        check = self._exchange("sudo -k -S -p '' -v", stdin=self._password_line(), timeout=None)
+        if check.exit_code != 0:
+            raise SudoError(f"{self.host.name}: sudo password rejected for {user!r}")
+        self._sudo_mode = "password"
+        return self._sudo_mode
+
+    # -- transfers ------------------------------------------------------
+    def pull(
+        self, remote_path: str, local_path: Path, *, sudo: bool = False, label: str | None = None
+    ) -> RemoteFile:
+        """Copy one remote file to local_path; return what the server saw."""
+        trailer = self._pull(["read", remote_path], local_path, sudo, label or remote_path, None)
+        return _remote_file(remote_path, trailer)
+
+    def pull_stream(
+        self,
+        argv: Sequence[str],
+        local_path: Path,
+        *,
+        sudo: bool = False,
+        label: str,
+        total: int | None = None,
+    ) -> StreamResult:
+        """Save a remote command's stdout (e.g. tar) to local_path, hashed on both ends."""
+        trailer = self._pull(["stream", *argv], local_path, sudo, label, total)
+        return StreamResult(sha256=trailer["sha256"], size=trailer["sent"])
+
+    def push(
+        self,
+        local_path: Path,
+        remote_path: str,
+        *,
+        mode: int = 0o600,
+        owner: str = "",
+        group: str = "",
+        sudo: bool = False,
+        label: str | None = None,
+    ) -> RemoteFile:
+        """Install local_path at remote_path atomically with its mode and owner."""
+        digest = _sha256_file(local_path)
+        argv = ["write", remote_path, f"{mode:o}", owner, group, digest]
+        command, prefix = self._command(_agent(argv), sudo)
+        size = local_path.stat().st_size
+        with (
+            local_path.open("rb") as src,
+            output.progress(f"push {label or remote_path}", size) as adv,
+        ):
+            ex = self._exchange(command, stdin=_Chained(prefix, src, adv), timeout=None)
+        trailer = self._trailer(ex, remote_path)
+        if trailer["sha256"] != digest:
+            raise TransferError(f"{self.host.name}: {remote_path}: server stored different bytes")
+        return _remote_file(remote_path, trailer)
+
+    def _pull(
+        self, op: list[str], local_path: Path, sudo: bool, label: str, total: int | None
+    ) -> dict[str, Any]:
+        command, prefix = self._command(_agent(op), sudo)
+        local_path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+        part = local_path.with_name(f".{local_path.name}.part-{random_names.token_hex(4)}")
+        digest = hashlib.sha256()
+        fd = os.open(part, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        try:
+            with os.fdopen(fd, "wb") as out, output.progress(f"pull {label}", total) as adv:
+
+                def sink(data: bytes) -> None:
+                    digest.update(data)
+                    out.write(data)
+                    adv(len(data))
+
+                ex = self._exchange(command, stdin=prefix, sink=sink, timeout=IDLE_TIMEOUT)
+                trailer = self._trailer(ex, label)
+                out.flush()
+                os.fsync(out.fileno())
+            if trailer["sha256"] != digest.hexdigest():
+                raise TransferError(f"{self.host.name}: {label}: checksum mismatch after transfer")
+            os.replace(part, local_path)
+            _fsync_dir(local_path.parent)
+            return trailer
+        except OSError as exc:
+            raise TransferError(f"cannot write {local_path}: {exc.strerror or exc}") from None
+        finally:
+            part.unlink(missing_ok=True)
+
+    def _trailer(self, ex: _Exchange, what: str) -> dict[str, Any]:
+        text = ex.stderr.decode("utf-8", "replace")
+        lines = [ln for ln in text.splitlines() if ln.startswith(TRAILER)]
+        if not lines:
+            if ex.exit_code == 127 or "python3: not found" in text:
+                raise TransferError(
+                    f"{self.host.name}: python3 is needed for transfers; install it"
+                )
+            last = (text.strip().splitlines() or [f"exit {ex.exit_code}"])[-1]
+            raise TransferError(f"{self.host.name}: {what}: transfer failed: {last}")
+        trailer = json.loads(lines[-1][len(TRAILER) :])
+        if not trailer.get("ok"):
+            raise TransferError(f"{self.host.name}: {what}: {trailer.get('message')}")
+        return trailer
+
+    # -- the channel ----------------------------------------------------
+    def _exchange(
+        self,
+        command: str,
+        *,
+        stdin: bytes | _Chained | None,
+        sink: Callable[[bytes], None] | None = None,
+        timeout: float | None,
+    ) -> _Exchange:
+        transport = self.connection.client.get_transport()
+        try:
+            chan = transport.open_session(timeout=self.host.connect_timeout)
+        except (paramiko.SSHException, EOFError, OSError) as exc:
+            raise TransferError(f"{self.host.name}: connection lost: {exc}") from None
+        chan.settimeout(timeout)
+        stderr: list[bytes] = []
+        drain = threading.Thread(target=_drain_stderr, args=(chan, stderr), daemon=True)
+        collected: list[bytes] = []
+        try:
+            chan.exec_command(command)
+            drain.start()
+            _send(chan, stdin)
+            while data := chan.recv(CHUNK):
+                (sink or collected.append)(data)
+            drain.join()
+            if not chan.exit_status_ready() and not transport.is_active():
+                raise TransferError(f"{self.host.name}: connection lost during `{command[:60]}`")
+            return _Exchange(chan.recv_exit_status(), b"".join(collected), b"".join(stderr))
+        except TimeoutError:
+            raise TransferError(
+                f"{self.host.name}: no data for {timeout:g}s; the connection looks dead"
+            ) from None
+        except (paramiko.SSHException, EOFError, OSError) as exc:
+            raise TransferError(f"{self.host.name}: connection lost: {exc}") from None
+        finally:
+            chan.close()
+
+    @contextmanager
+    def forward_local(self, local_port: int, remote_port: int, remote_host: str) -> Iterator[None]:
+        with self.connection.forward_local(
+            local_port, remote_port=remote_port, remote_host=remote_host
+        ):
+            yield
+
+
+class _Chained:
+    """stdin for a push: the sudo password line, then the file, with progress."""
+
+    def __init__(self, prefix: bytes, src: BinaryIO, advance: Callable[[int], None]) -> None:
+        self.prefix, self.src, self.advance = prefix, src, advance
+
+
+def _send(chan: paramiko.Channel, stdin: bytes | _Chained | None) -> None:
+    if isinstance(stdin, _Chained):
+        chan.sendall(stdin.prefix)
+        while block := stdin.src.read(CHUNK):
+            chan.sendall(block)
+            stdin.advance(len(block))
+    elif stdin:
+        chan.sendall(stdin)
+    chan.shutdown_write()
+
+
+def _drain_stderr(chan: paramiko.Channel, into: list[bytes]) -> None:
+    # Read stderr concurrently: both streams filling their windows deadlocks (paramiko #1778).
+    try:
+        while data := chan.recv_stderr(CHUNK):
+            into.append(data)
+    except (TimeoutError, OSError, EOFError):
+        pass
+
+
+def _agent(argv: Sequence[str]) -> list[str]:
+    return ["python3", "-c", AGENT_SOURCE, *argv]
+
+
+def _remote_file(path: str, trailer: dict[str, Any]) -> RemoteFile:
+    return RemoteFile(
+        path=path,
+        sha256=trailer["sha256"],
+        size=trailer["size"],
+        mode=trailer["mode"],
+        owner=trailer["owner"],
+        group=trailer["group"],
+        mtime=trailer["mtime"],
+    )
+
+
+def _sha256_file(path: Path) -> str:
+    digest = hashlib.sha256()
+    with path.open("rb") as src:
+        while block := src.read(CHUNK):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def _fsync_dir(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)

@@ -1,0 +1,169 @@
+"""The transport against a real sshd: quoting, transfers, host keys, failures."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import socket
+import stat
+import threading
+import time
+from dataclasses import replace
+from pathlib import Path
+
+import pytest
+
+from fabfile.core.errors import (
+    ConnectError,
+    HostKeyError,
+    RemoteCommandError,
+    TransferError,
+)
+from fabfile.core.transport import Transport
+
+pytestmark = pytest.mark.sshd
+
+
+def leftovers(directory: Path) -> list[str]:
+    return sorted(p.name for p in directory.iterdir())
+
+
+def test_run_quotes_every_argument(sshd, tmp_path):
+    canary = tmp_path / "canary"
+    hostile = [f"; touch {canary}", f"$(touch {canary})", f"`touch {canary}`", "a b\nc"]
+    with Transport(sshd.host) as t:
+        result = t.run(["printf", "%s|", *hostile])
+    assert result.stdout == "|".join(hostile) + "|"
+    assert not canary.exists()
+
+
+def test_run_failure_names_command_and_reason(sshd):
+    with Transport(sshd.host) as t, pytest.raises(RemoteCommandError, match="exited 3: boom"):
+        t.run(["sh", "-c", "echo boom >&2; exit 3"])
+
+
+def test_pull_binary_file_byte_for_byte(sshd, tmp_path):
+    src = sshd.root / "blob.bin"
+    data = os.urandom(3 * 1024 * 1024) + bytes(range(256))
+    src.write_bytes(data)
+    src.chmod(0o640)
+    dest = tmp_path / "store" / "blob.bin"
+    with Transport(sshd.host) as t:
+        info = t.pull(str(src), dest)
+    assert dest.read_bytes() == data
+    assert info.sha256 == hashlib.sha256(data).hexdigest()
+    assert info.size == len(data) and info.mode == 0o640 and info.owner == "root"
+    assert stat.S_IMODE(dest.stat().st_mode) == 0o600
+    assert leftovers(dest.parent) == ["blob.bin"]
+
+
+def test_pull_missing_file_leaves_nothing(sshd, tmp_path):
+    dest = tmp_path / "out"
+    with Transport(sshd.host) as t, pytest.raises(TransferError, match="no such file"):
+        t.pull("/nonexistent/zachot.env", dest / "zachot.env")
+    assert leftovers(dest) == []
+
+
+def test_push_installs_atomically_with_mode(sshd, tmp_path):
+    src = tmp_path / "payload"
+    src.write_bytes(b"KEY=value\n" * 1000)
+    target = sshd.root / "pushed.env"
+    target.write_text("old")
+    with Transport(sshd.host) as t:
+        info = t.push(src, str(target), mode=0o600, owner="root", group="root")
+    assert target.read_bytes() == src.read_bytes()
+    assert stat.S_IMODE(target.stat().st_mode) == 0o600
+    assert info.sha256 == hashlib.sha256(src.read_bytes()).hexdigest()
+    assert not [p for p in sshd.root.iterdir() if "zachot-part" in p.name]
+
+
+def test_push_into_missing_directory_fails_clearly(sshd, tmp_path):
+    src = tmp_path / "payload"
+    src.write_text("x")
+    with Transport(sshd.host) as t, pytest.raises(TransferError, match="no such directory"):
+        t.push(src, "/nonexistent-dir/file")
+
+
+def test_pull_stream_of_tar_is_checked(sshd, tmp_path):
+    logs = sshd.root / "logs"
+    logs.mkdir(exist_ok=True)
+    (logs / "api.log").write_text("line\n" * 5000)
+    dest = tmp_path / "logs.tar"
+    with Transport(sshd.host) as t:
+        result = t.pull_stream(["tar", "-C", str(logs), "-cf", "-", "."], dest, label="logs")
+    assert result.size == dest.stat().st_size
+    assert result.sha256 == hashlib.sha256(dest.read_bytes()).hexdigest()
+
+
+def test_failed_stream_command_keeps_no_file(sshd, tmp_path):
+    dest = tmp_path / "x.tar"
+    with Transport(sshd.host) as t, pytest.raises(TransferError, match="exited 2"):
+        t.pull_stream(["tar", "-cf", "-", "/nonexistent"], dest, label="logs")
+    assert leftovers(tmp_path) == []
+
+
+def accepted_logins(sshd) -> int:
+    return sshd.log.read_text().count("Accepted publickey")
+
+
+def test_unknown_host_key_is_refused_before_login(sshd):
+    host = sshd.with_known_hosts("")
+    before = accepted_logins(sshd)
+    with pytest.raises(HostKeyError, match=r"not known: ssh-ed25519 SHA256:\S+.*hosts.trust"):
+        Transport(host).open()
+    assert accepted_logins(sshd) == before
+
+
+def test_changed_host_key_is_refused_with_both_fingerprints(sshd, tmp_path):
+    import paramiko
+
+    other = paramiko.Ed25519Key.from_private_key_file(str(sshd.root / "client_key"))
+    host = sshd.with_known_hosts(f"[127.0.0.1]:{sshd.port} ssh-ed25519 {other.get_base64()}\n")
+    before = accepted_logins(sshd)
+    with pytest.raises(HostKeyError, match="HOST KEY CHANGED.*SHA256:.*SHA256:"):
+        Transport(host).open()
+    assert accepted_logins(sshd) == before
+
+
+def test_accept_new_records_first_key_then_verifies(sshd):
+    host = sshd.with_known_hosts("", host_key_policy="accept-new")
+    with Transport(host) as t:
+        t.run(["true"])
+    assert f"[127.0.0.1]:{sshd.port} ssh-ed25519" in host.known_hosts.read_text()
+    with Transport(host) as t:  # now known: strict lookup succeeds
+        t.run(["true"])
+
+
+def test_connection_refused_is_one_clear_error(sshd):
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        closed_port = s.getsockname()[1]
+    with pytest.raises(ConnectError, match="refused"):
+        Transport(replace(sshd.host, port=closed_port)).open()
+
+
+def test_silent_server_times_out_within_connect_timeout(sshd):
+    listener = socket.socket()
+    listener.bind(("127.0.0.1", 0))
+    listener.listen()
+    host = replace(sshd.host, port=listener.getsockname()[1], connect_timeout=1)
+    started = time.monotonic()
+    with pytest.raises(ConnectError):
+        Transport(host).open()
+    assert time.monotonic() - started < 10
+    listener.close()
+
+
+def test_connection_killed_mid_pull_leaves_no_file(sshd, tmp_path):
+    dest = tmp_path / "big.bin"
+    script = "head -c 4000000 /dev/urandom; sleep 30"
+    sessions_before = set(sshd.sessions())
+    with Transport(sshd.host) as t:
+        killer = threading.Timer(
+            1.0, lambda: [os.kill(p, 9) for p in set(sshd.sessions()) - sessions_before]
+        )
+        killer.start()
+        with pytest.raises(TransferError):
+            t.pull_stream(["sh", "-c", script], dest, label="big")
+        killer.join()
+    assert leftovers(tmp_path) == []
