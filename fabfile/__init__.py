@@ -1,0 +1,12 @@
+"""The zachot backup and recovery tasks, found by `fab` in this package.
+
+Collections stay thin: they parse arguments and hand over to fabfile.core.
+"""
+
+from invoke import Collection
+
+from . import backup, hosts
+
+ns = Collection(backup.ns, hosts.ns)
+# The inventory file; $ZACHOT_INVENTORY wins over this (see core/inventory.py).
+ns.configure({"zachot": {"inventory": None}})

@@ -1,0 +1,164 @@
+"""From `fab -H a,group ...` to per-host work, with failures collected.
+
+Fabric calls a task once per -H entry and stops at the first exception, so a
+dead host would stop the rest and groups would not expand. The first call of a
+task therefore resolves the whole -H list through the inventory, works through
+every host (bounded parallelism, like a GroupResult) and prints one summary;
+later calls of the same task in this process find it done and return.
+"""
+
+from __future__ import annotations
+
+import functools
+import sys
+import time
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from typing import Any
+
+from invoke import Context
+from invoke.exceptions import Exit
+
+from . import output
+from .errors import ExitCode, UsageError, ZachotError
+from .inventory import Inventory, inventory_path, load_inventory
+from .model import Host
+
+_finished_tasks: set[str] = set()
+
+
+@dataclass(frozen=True)
+class Outcome:
+    host: str
+    ok: bool
+    detail: str
+    seconds: float
+    exit_code: ExitCode = ExitCode.OK
+
+
+def load(c: Context) -> Inventory:
+    configured = c.config.get("zachot", {}).get("inventory")
+    return load_inventory(inventory_path(configured))
+
+
+def requested_hosts(c: Context) -> str | None:
+    """The raw -H value: the whole list when run by `fab`, else this call's host."""
+    try:
+        from fabric.main import program
+
+        core = getattr(program, "core", None)
+        if core is not None and core[0].args.hosts.value:
+            return core[0].args.hosts.value
+    except (ImportError, AttributeError, IndexError):
+        pass
+    return getattr(c, "original_host", None)
+
+
+def target_hosts(c: Context, inventory: Inventory, *, required: bool = True) -> list[Host]:
+    pattern = requested_hosts(c)
+    if not pattern:
+        if not required:
+            return list(inventory.hosts.values())
+        known = ", ".join(inventory.names())
+        raise UsageError(f"name a host or group with -H (known names: {known})")
+    return inventory.resolve(pattern)
+
+
+def guarded(fn: Callable[..., Any]) -> Callable[..., Any]:
+    """Turn ZachotError into one error line and its exit code; no traceback."""
+
+    @functools.wraps(fn)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        try:
+            return fn(*args, **kwargs)
+        except ZachotError as exc:
+            output.error(exc.message)
+            raise Exit(code=int(exc.exit_code)) from None
+        except KeyboardInterrupt:
+            output.error("interrupted; nothing was left half-written")
+            raise Exit(code=130) from None
+
+    return wrapper
+
+
+def first_call(task_name: str) -> bool:
+    """True once per process for a task: the call that handles every host."""
+    if task_name in _finished_tasks:
+        return False
+    _finished_tasks.add(task_name)
+    return True
+
+
+def for_each_host(
+    hosts: list[Host],
+    work: Callable[[Host], str],
+    *,
+    title: str,
+    parallel: int = 1,
+) -> list[Outcome]:
+    """Run work(host) for every host; a failing host never stops the others."""
+    if parallel < 1:
+        raise UsageError(f"--parallel must be at least 1, got {parallel}")
+
+    def attempt(host: Host) -> Outcome:
+        started = time.monotonic()
+        try:
+            detail = work(host)
+            return Outcome(host.name, True, detail, time.monotonic() - started)
+        except ZachotError as exc:
+            if len(hosts) > 1:
+                output.error(exc.message)
+            return Outcome(host.name, False, exc.message, time.monotonic() - started, exc.exit_code)
+
+    with ThreadPoolExecutor(max_workers=min(parallel, len(hosts)) or 1) as pool:
+        outcomes = list(pool.map(attempt, hosts))
+    if len(outcomes) > 1:
+        output.table(
+            title,
+            ["host", "result", "seconds", "detail"],
+            [(o.host, "ok" if o.ok else "FAILED", f"{o.seconds:.1f}", o.detail) for o in outcomes],
+        )
+    return outcomes
+
+
+def finish(outcomes: list[Outcome]) -> None:
+    """Exit with the code that sums up the run (see README, Exit codes)."""
+    failed = [o for o in outcomes if not o.ok]
+    if not failed:
+        return
+    if len(outcomes) == 1:
+        output.error(failed[0].detail)
+        raise Exit(code=int(failed[0].exit_code))
+    names = ", ".join(o.host for o in failed)
+    output.error(f"{len(failed)} of {len(outcomes)} hosts failed: {names}")
+    codes = {o.exit_code for o in failed}
+    if len(failed) < len(outcomes):
+        raise Exit(code=int(ExitCode.PARTIAL))
+    raise Exit(code=int(codes.pop()) if len(codes) == 1 else int(ExitCode.FAILED))
+
+
+def confirm(question: str, *, yes: bool) -> None:
+    """Ask before acting; refuse in a non-interactive run without --yes."""
+    if yes:
+        return
+    if not sys.stdin.isatty():
+        raise UsageError(f"{question} — refusing without --yes in a non-interactive run")
+    answer = input(f"{question} [y/N] ").strip().lower()
+    if answer not in ("y", "yes"):
+        raise UsageError("cancelled; nothing was changed")
+
+
+def run_per_host(
+    c: Context,
+    task_name: str,
+    work: Callable[[Host], str],
+    *,
+    title: str,
+    parallel: int = 1,
+) -> None:
+    """The body of every per-host task: resolve -H, work each host, sum up."""
+    if not first_call(task_name):
+        return
+    hosts = target_hosts(c, load(c))
+    finish(for_each_host(hosts, work, title=title, parallel=parallel))

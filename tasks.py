@@ -1,0 +1,46 @@
+"""Tasks for working on the project itself: test, lint, demo, sandbox.
+
+The backup and recovery tasks live in fabfile/ and run with `fab`.
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+from invoke import Collection, task
+
+from sandbox.tasks import ns as sandbox
+
+ROOT = Path(__file__).resolve().parent
+BIN = Path(sys.executable).parent
+SANDBOX_INVENTORY = ROOT / "sandbox" / "inventory.yml"
+
+
+@task(help={"unit": "only the fast unit tier", "k": "pytest -k expression"})
+def test(c, unit=False, k=None):
+    """Run the tests: unit, sshd (real OpenSSH) and integration (sandbox fleet)."""
+    args = ["-m", "unit"] if unit else []
+    args += ["-k", k] if k else []
+    c.run(f"{BIN}/pytest {' '.join(args)}", pty=False)
+
+
+@task
+def lint(c):
+    """ruff lint and format check."""
+    c.run(f"{BIN}/ruff check .")
+    c.run(f"{BIN}/ruff format --check .")
+
+
+@task
+def demo(c):
+    """Bring the sandbox up, then run the main job on it: back up prod, show the store."""
+    from sandbox.tasks import up
+
+    up(c)
+    env = {"ZACHOT_INVENTORY": str(SANDBOX_INVENTORY)}
+    for command in ("hosts.list", "-H prod hosts.ping", "backup.list"):
+        c.run(f"{BIN}/fab {command}", env=env)
+
+
+ns = Collection(test, lint, demo, sandbox)

@@ -1,0 +1,31 @@
+import pytest
+
+from fabfile.core import secrets
+
+pytestmark = pytest.mark.unit
+
+ENV = b"""\xef\xbb\xbfREDIS_URL=redis://:hunter2-canary@127.0.0.1:6379/0
+export WORKER_CONCURRENCY=4
+API_SECRET_KEY="s3cr3t=with=equals"
+MULTI="line one
+line two canary"\r
+"""
+
+
+def test_parse_env_returns_names_only_and_flags_missing_keys():
+    summary = secrets.parse_env(ENV, required=("REDIS_URL", "WORKER_CONCURRENCY", "SENTRY_DSN"))
+    assert summary.keys == ("REDIS_URL", "WORKER_CONCURRENCY", "API_SECRET_KEY", "MULTI")
+    assert summary.missing == ("SENTRY_DSN",)
+
+
+def test_parsed_values_are_masked_everywhere_after_parsing():
+    secrets.parse_env(ENV)
+    text = "url redis://:hunter2-canary@127.0.0.1:6379/0 key s3cr3t=with=equals and line two canary"
+    masked = secrets.mask(text)
+    assert "hunter2" not in masked and "s3cr3t" not in masked and "line two canary" not in masked
+    assert masked.count(secrets.MASK) == 3
+
+
+def test_short_values_are_not_treated_as_secrets():
+    secrets.parse_env(b"WORKER_CONCURRENCY=4\nDEBUG=no\n")
+    assert secrets.mask("4 workers, no debug") == "4 workers, no debug"
