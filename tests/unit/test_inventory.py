@@ -9,7 +9,6 @@ from pathlib import Path
 
 import pytest
 
-ROOT = Path(__file__).resolve().parents[2]
 from fabfile.core import inventory as inventory_module
 from fabfile.core.errors import InventoryError, UnknownHostError, UsageError
 from fabfile.core.inventory import (
@@ -21,6 +20,8 @@ from fabfile.core.inventory import (
 from fabfile.core.model import Host, Layout, StoreSettings
 
 pytestmark = pytest.mark.unit
+
+ROOT = Path(__file__).resolve().parents[2]
 
 MARK = "# <-"  # marks the line an error must point at
 
