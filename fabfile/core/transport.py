@@ -237,7 +237,7 @@ class Transport:
         self, remote_path: str, local_path: Path, *, sudo: bool = False, label: str | None = None
     ) -> RemoteFile:
         """Copy one remote file to local_path; return what the server saw."""
-        trailer = self._pull(["read", remote_path], local_path, sudo, label or remote_path, None)
+        trailer = self._pull(["read", remote_path], local_path, sudo, label or remote_path)
         return _remote_file(remote_path, trailer)
 
     def pull_stream(
@@ -248,9 +248,10 @@ class Transport:
         sudo: bool = False,
         label: str,
         total: int | None = None,
+        stdin: bytes = b"",
     ) -> StreamResult:
         """Save a remote command's stdout (e.g. tar) to local_path, hashed on both ends."""
-        trailer = self._pull(["stream", *argv], local_path, sudo, label, total)
+        trailer = self._pull(["stream", *argv], local_path, sudo, label, total, stdin)
         return StreamResult(sha256=trailer["sha256"], size=trailer["sent"])
 
     def push(
@@ -280,7 +281,13 @@ class Transport:
         return _remote_file(remote_path, trailer)
 
     def _pull(
-        self, op: list[str], local_path: Path, sudo: bool, label: str, total: int | None
+        self,
+        op: list[str],
+        local_path: Path,
+        sudo: bool,
+        label: str,
+        total: int | None = None,
+        stdin: bytes = b"",
     ) -> dict[str, Any]:
         command, prefix = self._command(_agent(op), sudo)
         local_path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
@@ -295,7 +302,7 @@ class Transport:
                     out.write(data)
                     adv(len(data))
 
-                ex = self._exchange(command, stdin=prefix, sink=sink, timeout=IDLE_TIMEOUT)
+                ex = self._exchange(command, stdin=prefix + stdin, sink=sink, timeout=IDLE_TIMEOUT)
                 trailer = self._trailer(ex, label)
                 out.flush()
                 os.fsync(out.fileno())
@@ -321,7 +328,9 @@ class Transport:
             raise TransferError(f"{self.host.name}: {what}: transfer failed: {last}")
         trailer = json.loads(lines[-1][len(TRAILER) :])
         if not trailer.get("ok"):
-            raise TransferError(f"{self.host.name}: {what}: {trailer.get('message')}")
+            said = [ln for ln in text.splitlines() if ln.strip() and not ln.startswith(TRAILER)]
+            why = f" ({said[-1].strip()})" if said else ""
+            raise TransferError(f"{self.host.name}: {what}: {trailer.get('message')}{why}")
         return trailer
 
     # -- the channel ----------------------------------------------------
