@@ -52,7 +52,7 @@ def _keygen(path: Path) -> str:
 @pytest.fixture(scope="session")
 def sshd(tmp_path_factory: pytest.TempPathFactory) -> Sshd:
     if os.geteuid() != 0 or not Path(SSHD).exists():
-        message = "sshd tier needs root and Debian's openssh-server (apt-get install openssh-server)"
+        message = "the sshd tier needs root and Debian's openssh-server (run ./dev test)"
         if os.environ.get("CI"):
             pytest.fail(message)
         pytest.skip(message)

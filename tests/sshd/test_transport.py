@@ -120,7 +120,7 @@ def test_changed_host_key_is_refused_with_both_fingerprints(sshd, tmp_path):
     other = paramiko.Ed25519Key.from_private_key_file(str(sshd.root / "client_key"))
     host = sshd.with_known_hosts(f"[127.0.0.1]:{sshd.port} ssh-ed25519 {other.get_base64()}\n")
     before = accepted_logins(sshd)
-    with pytest.raises(HostKeyError, match="HOST KEY CHANGED.*SHA256:.*SHA256:"):
+    with pytest.raises(HostKeyError, match=r"HOST KEY CHANGED.*SHA256:.*SHA256:"):
         Transport(host).open()
     assert accepted_logins(sshd) == before
 

@@ -18,7 +18,11 @@ def work(host: Host) -> str:
 
 def test_one_failing_host_does_not_stop_the_others():
     outcomes = runner.for_each_host(HOSTS, work, title="t", parallel=2)
-    assert [(o.host, o.ok) for o in outcomes] == [("prod", True), ("staging", True), ("dead", False)]
+    assert [(o.host, o.ok) for o in outcomes] == [
+        ("prod", True),
+        ("staging", True),
+        ("dead", False),
+    ]
     with pytest.raises(Exit) as exc:
         runner.finish(outcomes)
     assert exc.value.code == ExitCode.PARTIAL
