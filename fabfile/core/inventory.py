@@ -134,6 +134,8 @@ _SERVICE_USER = re.compile(r"[a-z_][a-z0-9_-]*")
 _SSH_USER = re.compile(r"[A-Za-z0-9_][A-Za-z0-9._-]*")
 _ENV_KEY = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 _DRAMATIQ_NAME = re.compile(r"[A-Za-z0-9._-]+")
+_AGE_RECIPIENT = re.compile(r"age1[0-9a-z]{58}")
+_CRON_SCHEDULE = re.compile(r"@(daily|weekly|monthly)|[0-9*/,-]+( [0-9*/,-]+){4}")
 _ADDRESS = re.compile(r"[A-Za-z0-9.:-]+")
 _SCP_URL = re.compile(r"[A-Za-z0-9_][A-Za-z0-9._-]*@[A-Za-z0-9][A-Za-z0-9.-]*:\S+")
 # Remote paths end up in shell commands; quoting protects them, this is the second belt.
@@ -265,6 +267,22 @@ _CHECKS: dict[tuple[str, str], Check] = {
         _DRAMATIQ_NAME, "Dramatiq queue name", "letters, digits, . _ -"
     ),
     ("store", "lock_timeout"): _at_least(0),
+    ("backup", "max_age_days"): _at_least(0, inclusive=False),
+    ("backup", "keep_last"): _at_least(0),
+    ("backup", "keep_daily"): _at_least(0),
+    ("backup", "keep_weekly"): _at_least(0),
+    ("backup", "keep_monthly"): _at_least(0),
+    ("backup", "server_keep_last"): _at_least(1),
+    ("backup", "age_recipients"): _pattern(
+        _AGE_RECIPIENT, "age recipient", "an age public key: age1 and 58 letters or digits"
+    ),
+    ("backup", "offsite_host"): _pattern(
+        _HOST_NAME, "host name", "letters, digits, . _ -; starting with a letter or digit"
+    ),
+    ("backup", "offsite_dir"): _remote_path(absolute=False),
+    ("backup", "cron_schedule"): _pattern(
+        _CRON_SCHEDULE, "cron schedule", "five cron fields such as '0 2 * * 0', or @weekly"
+    ),
 }
 _NON_EMPTY_LISTS = {("dramatiq", "queues")}
 _NAME_CHECK = _pattern(

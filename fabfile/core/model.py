@@ -54,6 +54,30 @@ class StoreSettings:
 
 
 @dataclass(frozen=True)
+class BackupSettings:
+    # backup.verify fails when the newest backup of a kind is older than this.
+    max_age_days: float = 7.0
+    # backup.prune keeps, per host and kind, like restic's forget; the newest
+    # verified backup is kept whatever these say.
+    keep_last: int = 3
+    keep_daily: int = 7
+    keep_weekly: int = 4
+    keep_monthly: int = 6
+    # Timestamped env copies in layout.backup_dir on the server.
+    server_keep_last: int = 10
+    # age public keys: when given, env and redis backups are stored encrypted.
+    age_recipients: tuple[str, ...] = ()
+    # The operator's age identity, to decrypt for verify and restore.
+    age_identity: Path | None = None
+    # Off-site copy: an inventory host reached over SFTP, and the directory
+    # there, relative to the SFTP login directory.
+    offsite_host: str | None = None
+    offsite_dir: str = "zachot"
+    # The laptop's cron entry (backup.cron): runbook's weekly, Sunday 02:00.
+    cron_schedule: str = "0 2 * * 0"
+
+
+@dataclass(frozen=True)
 class Host:
     name: str
     # None means: ask ~/.ssh/config (HostName, Port, User, IdentityFile, ProxyJump).
@@ -73,3 +97,4 @@ class Host:
     redis: RedisSettings = field(default_factory=RedisSettings)
     dramatiq: DramatiqSettings = field(default_factory=DramatiqSettings)
     store: StoreSettings = field(default_factory=StoreSettings)
+    backup: BackupSettings = field(default_factory=BackupSettings)
