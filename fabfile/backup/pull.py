@@ -1,16 +1,14 @@
-"""backup.*: pull backups of env, units and logs into the operator's store."""
+"""backup.env/units/logs/all: pull backups into the operator's store."""
 
 from __future__ import annotations
 
 from datetime import UTC, datetime
 
-from invoke import Collection, task
+from invoke import task
 
-from .core import output
-from .core import plan as plans
-from .core.backups.planner import back_up, context_for, plan_backup, store_locks
-from .core.runner import finish, first_call, for_each_host, guarded, load, target_hosts
-from .core.store import Store
+from ..core import plan as plans
+from ..core.backups.planner import back_up, context_for, plan_backup, store_locks
+from ..core.runner import finish, first_call, for_each_host, guarded, load, target_hosts
 
 HELP = {
     "dry_run": "print the plan and change nothing",
@@ -71,56 +69,3 @@ def all_(c, logs=False, full=False, parallel=None, dry_run=False):
     """Back up env and units (and logs with --logs) of every -H host, one connection each."""
     kinds = ["env", "units"] + (["logs"] if logs else [])
     _run(c, "backup.all", kinds, full=full, parallel=parallel, dry_run=dry_run)
-
-
-def _age(created: datetime, now: datetime) -> str:
-    seconds = int((now - created).total_seconds())
-    for unit, size in (("d", 86400), ("h", 3600), ("m", 60)):
-        if seconds >= size:
-            return f"{seconds // size}{unit}"
-    return f"{max(seconds, 0)}s"
-
-
-def _size(n: float) -> str:
-    for unit in ("B", "KiB", "MiB"):
-        if n < 1024:
-            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
-        n /= 1024
-    return f"{n:.1f} GiB"
-
-
-@task(name="list", help={"kind": "only this kind: env, units, logs or redis", "json": "as JSON"})
-@guarded
-def list_(c, kind=None, json=False):
-    """Show the backups in the local store: host, kind, id, age, size, verified."""
-    hosts = target_hosts(c, load(c), required=False)
-    now = datetime.now(UTC)
-    refs = [ref for h in hosts for ref in Store(h.store.path).list(host=h.name, kind=kind)]
-    rows = [
-        {
-            "host": r.host,
-            "kind": r.kind,
-            "id": r.id,
-            "age": _age(r.created, now),
-            "size": r.size,
-            "files": len(r.manifest.files),
-            "verified": bool(r.manifest.meta.get("verified", False)),
-        }
-        for r in refs
-    ]
-    if json:
-        output.emit_json(rows)
-        return
-    output.table(
-        f"Backups in the store ({len(rows)})",
-        ["host", "kind", "id", "age", "size", "files", "verified"],
-        [
-            (*(r[k] for k in ("host", "kind", "id", "age")), _size(r["size"]), r["files"],
-             "yes" if r["verified"] else "no")
-            for r in rows
-        ],
-    )  # fmt: skip
-
-
-ns = Collection("backup", env, units, logs, all_, list_)
-ns.configure({"backup": {"parallel": 1}})
