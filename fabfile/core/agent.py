@@ -47,11 +47,11 @@ def op_read(path):
     try:
         f = open(path, "rb")
     except FileNotFoundError:
-        fail("missing", "no such file: " + path)
+        fail("missing", "no such file")
     except PermissionError:
-        fail("denied", "permission denied: " + path)
+        fail("denied", "permission denied")
     except IsADirectoryError:
-        fail("notfile", "is a directory: " + path)
+        fail("notfile", "is a directory")
     with f:
         st = os.fstat(f.fileno())
         h = hashlib.sha256()

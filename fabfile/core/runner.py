@@ -107,13 +107,13 @@ def for_each_host(
             detail = work(host)
             return Outcome(host.name, True, detail, time.monotonic() - started)
         except ZachotError as exc:
-            if len(hosts) > 1:
-                output.error(exc.message)
             return Outcome(host.name, False, exc.message, time.monotonic() - started, exc.exit_code)
 
     with ThreadPoolExecutor(max_workers=min(parallel, len(hosts)) or 1) as pool:
         outcomes = list(pool.map(attempt, hosts))
-    if len(outcomes) > 1:
+    if len(outcomes) == 1 and outcomes[0].ok:
+        output.info(f"{outcomes[0].host}: {outcomes[0].detail}")
+    elif len(outcomes) > 1:
         output.table(
             title,
             ["host", "result", "seconds", "detail"],
