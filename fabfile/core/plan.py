@@ -21,6 +21,8 @@ class Step:
     title: str
     actions: tuple[str, ...] = ()
     run: Callable[[], str] = field(default=lambda: "", compare=False, repr=False)
+    # Resuming after a failure: a step whose work is already there is skipped.
+    done: Callable[[], bool] | None = field(default=None, compare=False, repr=False)
 
 
 @dataclass(frozen=True)
@@ -39,16 +41,21 @@ class StepResult:
 
 
 class StepFailed(ZachotError):
-    def __init__(self, plan: Plan, result: StepResult, cause: ZachotError) -> None:
-        super().__init__(f"{plan.host}: step '{result.step.title}' failed: {cause.message}")
+    def __init__(self, plan: Plan, results: list[StepResult], cause: ZachotError) -> None:
+        failed = results[-1]
+        number = len(results)
+        super().__init__(
+            f"{plan.host}: step {number} '{failed.step.title}' failed: {cause.message}"
+        )
         self.exit_code = cause.exit_code
-        self.result = result
+        self.plan, self.results = plan, results
 
 
-def show(plans: Sequence[Plan]) -> None:
-    """What --dry-run prints: every step and what it would do; nothing is run."""
+def show(plans: Sequence[Plan], *, dry_run: bool = True) -> None:
+    """Every step and what it would do; with dry_run that is all that happens."""
+    note = " (dry run, nothing changes)" if dry_run else ""
     for plan in plans:
-        output.info(f"Plan for {plan.host}: {plan.title} (dry run, nothing changes)")
+        output.info(f"Plan for {plan.host}: {plan.title}{note}")
         for number, step in enumerate(plan.steps, 1):
             output.info(f"  {number}. {step.title}")
             for action in step.actions:
@@ -61,22 +68,27 @@ def execute(plan: Plan, *, keep_going: bool = False) -> list[StepResult]:
     for step in plan.steps:
         started = time.monotonic()
         try:
-            detail = step.run()
+            detail = "already done, skipped" if step.done and step.done() else step.run()
             results.append(StepResult(step, True, detail, time.monotonic() - started))
         except ZachotError as exc:
             failed = StepResult(step, False, exc.message, time.monotonic() - started)
             results.append(failed)
             if not keep_going:
-                raise StepFailed(plan, failed, exc) from None
+                raise StepFailed(plan, results, exc) from None
     return results
 
 
-def report(plan: Plan, results: Sequence[StepResult]) -> None:
+def report(plan: Plan, results: Sequence[StepResult], *, target: str = "") -> None:
+    """One row per step with its time; the total is the measured RTO."""
     rows = [
         (i, r.step.title, "ok" if r.ok else "FAILED", f"{r.seconds:.1f}", r.detail)
         for i, r in enumerate(results, 1)
     ]
+    rows += [("", r.title, "not run", "", "") for r in plan.steps[len(results) :]]
     total = sum(r.seconds for r in results)
+    versus = f" (runbook: {target})" if target else ""
     output.table(
-        f"{plan.host}: {plan.title} — {total:.1f} s", ["#", "step", "result", "s", "detail"], rows
+        f"{plan.host}: {plan.title} — total {total:.1f} s{versus}",
+        ["#", "step", "result", "s", "detail"],
+        rows,
     )

@@ -13,8 +13,9 @@ from dataclasses import dataclass
 from dotenv import dotenv_values
 
 MASK = "********"
-# Short values ("1", "true") would mask half the screen and are not secrets.
-_MIN_SECRET_LEN = 4
+# Short values and plain numbers ("2", "true", "8000") are counts, flags and
+# ports, not secrets; masking them would mangle every URL and table.
+_MIN_SECRET_LEN = 6
 _lock = threading.Lock()
 _secrets: set[str] = set()
 
@@ -28,10 +29,13 @@ class EnvSummary:
 def register(values: object) -> None:
     with _lock:
         for value in values:  # type: ignore[attr-defined]
-            if isinstance(value, str) and len(value) >= _MIN_SECRET_LEN:
-                _secrets.add(value)
+            if isinstance(value, str):
                 # Multi-line values may be printed one line at a time.
-                _secrets.update(p for p in value.splitlines() if len(p) >= _MIN_SECRET_LEN)
+                _secrets.update(p for p in (value, *value.splitlines()) if _secret_like(p))
+
+
+def _secret_like(value: str) -> bool:
+    return len(value) >= _MIN_SECRET_LEN and not value.isdigit()
 
 
 def mask(text: str) -> str:

@@ -1,0 +1,1 @@
+"""Recoveries, one module per runbook scenario, built from the shared steps."""

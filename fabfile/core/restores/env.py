@@ -1,0 +1,61 @@
+"""restore.env (runbook scenario 4): the env file back from a backup, services healthy."""
+
+from __future__ import annotations
+
+from ..backups.env import NAME
+from ..errors import ZachotError
+from ..facts import gather
+from ..plan import Plan, Step
+from ..secrets import MASK, parse_env
+from . import steps
+from .context import RestoreContext
+from .diffs import env_key_diff
+
+RUNBOOK_RTO = "2-5 min"
+
+
+class EnvCheckFailed(ZachotError):
+    pass
+
+
+def plan(ctx: RestoreContext, selector: str) -> Plan:
+    ref = ctx.backup("env", selector)
+    record = ref.manifest.file(NAME)
+    layout = ctx.host.layout
+    wanted = steps.Install(
+        local=ctx.plaintext(ref, record),
+        remote=layout.env_file,
+        sha256=record.sha256,
+        mode=0o600,
+        owner=layout.service_user,
+        group=layout.service_user,
+    )
+    current = ctx.remote_bytes(layout.env_file)
+    diff = tuple(f"diff: {line}" for line in env_key_diff(current, wanted.local.read_bytes()))
+    install = steps.install(ctx, f"put env backup {ref.id} of {ref.host} in place", [wanted])
+    install = Step(install.name, install.title, install.actions + diff, install.run, install.done)
+    return Plan(
+        ctx.host.name,
+        f"restore.env from {ref.host}/{ref.id}",
+        (
+            steps.stop(ctx, ("worker", "api")),
+            install,
+            Step(
+                "check-env",
+                "parse it and check the required keys",
+                ("parse with python-dotenv; show key names with masked values",),
+                run=lambda: check(ctx, wanted),
+            ),
+            steps.start(ctx, ("redis", "worker", "api")),
+        ),
+    )
+
+
+def check(ctx: RestoreContext, wanted: steps.Install) -> str:
+    summary = parse_env(wanted.local.read_bytes(), ctx.host.layout.required_env_keys)
+    on_server = gather(ctx.transport, steps.digests(wanted.remote)).get(wanted.remote)
+    if on_server != wanted.sha256:
+        raise EnvCheckFailed(f"{wanted.remote} on the server does not match the backup")
+    if summary.missing:
+        raise EnvCheckFailed(f"the backup lacks required keys: {', '.join(summary.missing)}")
+    return ", ".join(f"{key}={MASK}" for key in summary.keys)

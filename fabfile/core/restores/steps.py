@@ -1,0 +1,107 @@
+"""Steps every recovery is made of: stop, put files back (keeping the old ones), start."""
+
+from __future__ import annotations
+
+import posixpath
+from dataclasses import dataclass
+from pathlib import Path
+
+from .. import services
+from ..facts import Fact, gather
+from ..plan import Step
+from .context import RestoreContext
+
+ROLE_NAMES = {"redis": "Redis", "worker": "worker", "api": "API"}
+
+
+@dataclass(frozen=True)
+class Install:
+    local: Path
+    remote: str
+    sha256: str
+    mode: int
+    owner: str
+    group: str
+
+
+def digests(path: str) -> Fact[dict[str, str]]:
+    """sha256 of a file and of the copies earlier restores kept beside it."""
+    script = 'for f in "$1" "$1".pre-restore.*; do [ -f "$f" ] && sha256sum -- "$f"; done; true'
+    return Fact(("sh", "-c", script, "sh", path), parse_digests, sudo=True)
+
+
+def parse_digests(stdout: str) -> dict[str, str]:
+    pairs = (line.split(None, 1) for line in stdout.splitlines() if line.strip())
+    return {path.strip(): sha for sha, path in pairs}
+
+
+def _names(roles: tuple[str, ...]) -> str:
+    return " and ".join(ROLE_NAMES[r] for r in roles)
+
+
+def stop(ctx: RestoreContext, roles: tuple[str, ...]) -> Step:
+    chosen = services.select(ctx.host, roles)
+    return Step(
+        f"stop-{'-'.join(roles)}",
+        f"stop {_names(tuple(reversed(roles)))}",
+        tuple(f"systemctl stop {s.unit}" for s in reversed(chosen)),
+        run=lambda: services.stop(ctx.transport, chosen),
+        done=lambda: set(services.states(ctx.transport, chosen).values()) <= {"inactive"},
+    )
+
+
+def start(ctx: RestoreContext, roles: tuple[str, ...]) -> Step:
+    chosen = services.select(ctx.host, roles)
+    return Step(
+        f"start-{'-'.join(roles)}",
+        f"start {_names(roles)} and wait for health",
+        tuple(f"systemctl start {s.unit}, then gate on its health check" for s in chosen),
+        run=lambda: services.start(ctx.transport, chosen, timeout=ctx.health_timeout),
+    )
+
+
+def install(ctx: RestoreContext, title: str, files: list[Install]) -> Step:
+    """Keep each current file as <path>.pre-restore.<stamp>, then push the backup in."""
+    actions = []
+    for f in files:
+        actions.append(f"keep {f.remote} as {f.remote}.pre-restore.{ctx.stamp} if it differs")
+        actions.append(f"push {f.remote} atomically ({f.mode:04o} {f.owner}:{f.group})")
+    return Step(
+        "install",
+        title,
+        tuple(actions),
+        run=lambda: _install(ctx, files),
+        done=lambda: all(_current(ctx, f) == f.sha256 for f in files),
+    )
+
+
+def _current(ctx: RestoreContext, f: Install) -> str | None:
+    return gather(ctx.transport, digests(f.remote)).get(f.remote)
+
+
+def _install(ctx: RestoreContext, files: list[Install]) -> str:
+    kept, pushed = [], []
+    for f in files:
+        found = gather(ctx.transport, digests(f.remote))
+        current = found.get(f.remote)
+        if current == f.sha256:
+            continue
+        already_kept = current is not None and current in (
+            sha for path, sha in found.items() if path != f.remote
+        )
+        if current is not None and not already_kept:
+            copy = f"{f.remote}.pre-restore.{ctx.stamp}"
+            script = 'umask 077 && cp -p -- "$1" "$2"'
+            ctx.transport.run(["sh", "-c", script, "sh", f.remote, copy], sudo=True)
+            kept.append(copy)
+        _ensure_parent(ctx, f)
+        ctx.transport.push(f.local, f.remote, mode=f.mode, owner=f.owner, group=f.group, sudo=True)
+        pushed.append(f.remote)
+    said = f"pushed {len(pushed)} file(s)"
+    return said + (f"; kept {', '.join(kept)}" if kept else "")
+
+
+def _ensure_parent(ctx: RestoreContext, f: Install) -> None:
+    parent = posixpath.dirname(f.remote)
+    script = 'test -d "$1" || install -d -m 0750 -o "$2" -g "$3" -- "$1"'
+    ctx.transport.run(["sh", "-c", script, "sh", parent, f.owner, f.group], sudo=True)

@@ -1,0 +1,140 @@
+"""The service stack in the runbook's order, with a health gate on every start.
+
+Start Redis -> worker -> API; stop in reverse. A start counts only once its
+gate passes: Redis answers PING, the worker is active and has a fresh
+heartbeat in Redis, the API's health URL returns 200.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+
+from . import output
+from .dramatiq_queues import heartbeats_key, server_millis
+from .errors import ZachotError
+from .model import Host
+from .redis_access import RedisUnavailable, open_redis, wait_until_up
+from .transport import Transport
+
+ROLES = ("redis", "worker", "api")
+
+_HEALTH = (
+    "import sys, urllib.request as u\n"
+    "try:\n"
+    "    print(u.urlopen(sys.argv[1], timeout=5).status)\n"
+    "except Exception as e:\n"
+    "    print(getattr(e, 'code', None) or type(e).__name__)\n"
+)
+
+
+class HealthGateFailed(ZachotError):
+    pass
+
+
+@dataclass(frozen=True)
+class Service:
+    role: str
+    unit: str
+
+
+def stack(host: Host) -> list[Service]:
+    """Every service in start order; units named *worker* are workers, the rest API."""
+    workers = [Service("worker", u) for u in host.layout.units if "worker" in u]
+    apis = [Service("api", u) for u in host.layout.units if "worker" not in u]
+    return [Service("redis", host.redis.unit), *workers, *apis]
+
+
+def select(host: Host, roles: Sequence[str]) -> list[Service]:
+    return [s for s in stack(host) if s.role in roles]
+
+
+def states(transport: Transport, services: Sequence[Service]) -> dict[str, str]:
+    units = [s.unit for s in services]
+    said = transport.run(["systemctl", "is-active", *units], check=False).stdout.split()
+    return dict(zip(units, said + ["unknown"] * (len(units) - len(said)), strict=False))
+
+
+def stop(transport: Transport, services: Sequence[Service]) -> str:
+    """Stop in reverse start order; already-stopped units are left alone."""
+    stopped = []
+    for service in reversed(services):
+        if states(transport, [service])[service.unit] != "inactive":
+            transport.run(["systemctl", "stop", service.unit], sudo=True)
+            stopped.append(service.unit)
+    return f"stopped {', '.join(stopped)}" if stopped else "already stopped"
+
+
+def start(transport: Transport, services: Sequence[Service], *, timeout: float) -> str:
+    """Start in order, each one gated before the next starts."""
+    said = []
+    for service in services:
+        since_ms = _redis_clock(transport) if service.role == "worker" else 0
+        transport.run(["systemctl", "start", service.unit], sudo=True)
+        said.append(
+            f"{service.unit}: {gate(transport, service, timeout=timeout, since_ms=since_ms)}"
+        )
+    return "; ".join(said)
+
+
+def gate(transport: Transport, service: Service, *, timeout: float, since_ms: int = 0) -> str:
+    checks: dict[str, Callable[[], str | None]] = {
+        "redis": lambda: _redis_gate(transport, timeout),
+        "worker": lambda: _worker_gate(transport, service, since_ms),
+        "api": lambda: _api_gate(transport),
+    }
+    return _poll(transport, service, checks[service.role], timeout)
+
+
+def _poll(
+    transport: Transport, service: Service, check: Callable[[], str | None], timeout: float
+) -> str:
+    deadline = time.monotonic() + timeout
+    last = "no answer"
+    while True:
+        try:
+            ok = check()
+            if ok is not None:
+                return ok
+        except RedisUnavailable as exc:
+            last = exc.message
+        if time.monotonic() >= deadline:
+            state = states(transport, [service])[service.unit]
+            raise HealthGateFailed(
+                f"{service.unit} is not healthy after {timeout:g} s (unit {state}; {last})"
+            )
+        time.sleep(1.0)
+
+
+def _redis_gate(transport: Transport, timeout: float) -> str:
+    return f"PONG (redis {wait_until_up(transport, timeout=timeout)})"
+
+
+def _redis_clock(transport: Transport) -> int:
+    with open_redis(transport) as client:
+        return server_millis(client)
+
+
+def _worker_gate(transport: Transport, service: Service, since_ms: int) -> str | None:
+    if states(transport, [service])[service.unit] != "active":
+        return None
+    namespace = transport.host.dramatiq.namespace
+    with open_redis(transport) as client:
+        fresh = int(client.zcount(heartbeats_key(namespace), since_ms, "+inf"))
+    return f"active, {fresh} fresh heartbeat(s)" if fresh else None
+
+
+def _api_gate(transport: Transport) -> str | None:
+    url = transport.host.layout.api_health_url
+    said = transport.run(["python3", "-c", _HEALTH, url], check=False).stdout.strip()
+    return f"{url} -> 200" if said == "200" else None
+
+
+def error_tail(transport: Transport, lines: int = 5) -> None:
+    """The last lines of the *.err logs, masked, to show why a start failed."""
+    logs = transport.host.layout.logs_dir
+    script = 'for f in "$1"/*.err; do [ -f "$f" ] && echo "== $f" && tail -n "$2" -- "$f"; done'
+    said = transport.run(["sh", "-c", script, "sh", logs, str(lines)], sudo=True, check=False)
+    for line in said.stdout.splitlines():
+        output.info(f"  {line}")

@@ -1,0 +1,9 @@
+"""restore.*: one command per runbook disaster scenario."""
+
+from invoke import Collection
+
+from . import env, unlock
+
+ns = Collection("restore", env.env, unlock.unlock)
+# Seconds each service may take to pass its health gate after a start.
+ns.configure({"restore": {"health_timeout": 60}})
