@@ -2,8 +2,8 @@
 
 from invoke import Collection
 
-from . import env, unlock
+from . import env, units, unlock
 
-ns = Collection("restore", env.env, unlock.unlock)
+ns = Collection("restore", env.env, units.units, unlock.unlock)
 # Seconds each service may take to pass its health gate after a start.
 ns.configure({"restore": {"health_timeout": 60}})

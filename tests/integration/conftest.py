@@ -1,0 +1,88 @@
+"""Fleet fixture for the integration tier: real Debian boxes from the sandbox package.
+
+The fleet comes up once per session (or a running one is reused) and is torn down at the
+end only if this session brought it up; ZACHOT_SANDBOX_KEEP=1 keeps it either way.
+Where the sandbox cannot run, tests skip loudly, except under CI=true, where they fail:
+a green run with zero integration tests would be a false green.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pytest
+
+from sandbox import fleet as fleet_mod
+from sandbox import preflight
+from sandbox.box import box_exec
+from sandbox.config import INVENTORY, Paths
+from sandbox.state import load_state, recorded_specs
+
+_not_run: list[str] = []  # why the fleet could not come up, for the loud closing line
+
+
+def pytest_terminal_summary(terminalreporter) -> None:
+    for reason in dict.fromkeys(_not_run):
+        terminalreporter.section("INTEGRATION TIER NOT RUN", sep="!", red=True, bold=True)
+        terminalreporter.line(reason, red=True, bold=True)
+
+
+def _truthy(name: str) -> bool:
+    return os.environ.get(name, "").strip().lower() in ("1", "true", "yes")
+
+
+@dataclass
+class Fleet:
+    inventory: Path
+    known_hosts: Path
+    key: Path
+    addresses: dict[str, str]
+    paths: Paths = field(repr=False)
+
+    def exec(
+        self, box: str, argv: list[str], timeout: float = 120
+    ) -> subprocess.CompletedProcess[str]:
+        """Root inside the box via nsenter: never through the code under test."""
+        return box_exec(box, argv, timeout=timeout)
+
+    def sh(self, box: str, script: str, timeout: float = 120) -> subprocess.CompletedProcess[str]:
+        return self.exec(box, ["/bin/sh", "-c", script], timeout=timeout)
+
+    def reset(self, box: str) -> None:
+        fleet_mod.reset(box, paths=self.paths, log=lambda _m: None)
+
+    def ssh_argv(self, box: str, user: str = "ops") -> list[str]:
+        """OpenSSH client argv that logs in as the operator, checking the recorded host key."""
+        return ["ssh", *fleet_mod.ssh_base(self.paths), f"{user}@{self.addresses[box]}"]
+
+
+@pytest.fixture(scope="session")
+def fleet() -> Fleet:
+    blockers = preflight.problems()
+    if blockers:
+        reason = "sandbox fleet cannot run here: " + "; ".join(blockers)
+        _not_run.append(reason)
+        if _truthy("CI"):
+            pytest.fail(f"{reason} (CI=true: refusing to skip the integration tier)", pytrace=False)
+        pytest.skip(reason)
+    paths = Paths()
+    started = not fleet_mod.is_up(paths)
+    # Idempotent and about a second when already up; repairs a half-up fleet too.
+    fleet_mod.up(extra_prod=int(load_state(paths).get("extra_prod", 0)), paths=paths)
+    # A reused fleet may hold a drill's leftovers (e.g. a kept session that failed midway).
+    for spec in recorded_specs(paths):
+        healthy = fleet_mod.services_active(paths, spec) and fleet_mod.health(spec)
+        if spec.role == "prod" and not healthy:
+            fleet_mod.reset(spec.name, paths=paths, log=lambda _m: None)
+    yield Fleet(
+        inventory=INVENTORY,
+        known_hosts=paths.known_hosts,
+        key=paths.key,
+        addresses={s.name: s.address for s in recorded_specs(paths)},
+        paths=paths,
+    )
+    if started and not _truthy("ZACHOT_SANDBOX_KEEP"):
+        fleet_mod.down(paths, log=lambda _m: None)
