@@ -7,6 +7,7 @@ from pathlib import Path
 import yaml
 
 from sandbox.config import API_PORT, INVENTORY, BoxSpec, Paths
+from sandbox.keys import ensure_age_identity
 
 
 def inventory_data(paths: Paths, specs: list[BoxSpec], repo_url: str) -> dict:
@@ -19,6 +20,7 @@ def inventory_data(paths: Paths, specs: list[BoxSpec], repo_url: str) -> dict:
             entry.update(user="vault", sudo=False)
         hosts[s.name] = entry
     prods = [s.name for s in specs if s.role == "prod"]
+    identity, recipient = ensure_age_identity(paths)
     return {
         "all": {
             "vars": {
@@ -35,6 +37,12 @@ def inventory_data(paths: Paths, specs: list[BoxSpec], repo_url: str) -> dict:
                     "units_repo_dir": "infra",
                 },
                 "redis": {"url": "redis://127.0.0.1:6379/0"},
+                # Env and redis backups encrypted at rest; vault holds the off-site copy.
+                "backup": {
+                    "age_recipients": [recipient],
+                    "age_identity": str(identity),
+                    "offsite_host": "vault",
+                },
             },
             "hosts": hosts,
             "children": {

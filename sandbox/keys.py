@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import subprocess
 from pathlib import Path
 
@@ -39,3 +40,17 @@ def write_known_hosts(paths: Paths, specs: list[BoxSpec]) -> Path:
         lines.append(f"{spec.address} {key_type} {blob}\n")
     paths.known_hosts.write_text("".join(lines))
     return paths.known_hosts
+
+
+def ensure_age_identity(paths: Paths) -> tuple[Path, str]:
+    """The operator's age identity for encrypted env/redis backups, and its recipient."""
+    from pyrage import x25519
+
+    path = paths.root / "age" / "identity.txt"
+    if not path.exists():
+        path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        with os.fdopen(fd, "w") as out:
+            out.write(f"{x25519.Identity.generate()}\n")
+    identity = x25519.Identity.from_str(path.read_text().strip())
+    return path, str(identity.to_public())

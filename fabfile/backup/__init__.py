@@ -2,7 +2,19 @@
 
 from invoke import Collection
 
-from . import listing, pull
+from . import cron, listing, prune, pull, redis, replicate, verify
 
-ns = Collection("backup", pull.env, pull.units, pull.logs, pull.all_, listing.list_)
+ns = Collection(
+    "backup",
+    pull.env,
+    pull.units,
+    pull.logs,
+    redis.redis,
+    pull.all_,
+    listing.list_,
+    verify.verify,
+    prune.prune,
+    cron.cron,
+    replicate.replicate,
+)
 ns.configure({"backup": {"parallel": 1}})

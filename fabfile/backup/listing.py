@@ -33,7 +33,8 @@ def list_(c, kind=None, json=False):
     """Show the backups in the local store: host, kind, id, age, size, verified."""
     hosts = target_hosts(c, load(c), required=False)
     now = datetime.now(UTC)
-    refs = [ref for h in hosts for ref in Store(h.store.path).list(host=h.name, kind=kind)]
+    stores = {h.name: Store(h.store.path) for h in hosts}
+    refs = [ref for h in hosts for ref in stores[h.name].list(host=h.name, kind=kind)]
     rows = [
         {
             "host": r.host,
@@ -42,7 +43,8 @@ def list_(c, kind=None, json=False):
             "age": _age(r.created, now),
             "size": r.size,
             "files": len(r.manifest.files),
-            "verified": bool(r.manifest.meta.get("verified", False)),
+            # backup.verify writes verified.json beside the (immutable) manifest.
+            "verified": stores[r.host].verified_at(r) is not None,
         }
         for r in refs
     ]

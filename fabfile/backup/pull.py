@@ -7,6 +7,8 @@ from datetime import UTC, datetime
 from invoke import task
 
 from ..core import plan as plans
+from ..core import unattended as unattended_run
+from ..core.backups import redis as redis_backup
 from ..core.backups.planner import back_up, context_for, plan_backup, store_locks
 from ..core.runner import finish, first_call, for_each_host, guarded, load, target_hosts
 
@@ -15,6 +17,9 @@ HELP = {
     "parallel": "back up this many hosts at once (default: config backup.parallel)",
     "full": "logs: send every file, not only what the store lacks",
     "logs": "also back up the logs",
+    "redis": "also back up Redis (not recommended by the runbook; needs --yes)",
+    "yes": "back up Redis without asking",
+    "unattended": "for cron: never prompt, plain text, timestamped start/end lines",
 }
 
 
@@ -22,10 +27,14 @@ def _help(*names: str) -> dict[str, str]:
     return {name: HELP[name] for name in names}
 
 
-def _run(c, task_name: str, kinds: list[str], *, full=False, parallel=None, dry_run=False):
+def _run(
+    c, task_name: str, kinds: list[str], *, full=False, parallel=None, dry_run=False, yes=False
+):
     if not first_call(task_name):
         return
     hosts = target_hosts(c, load(c))
+    if "redis" in kinds:
+        redis_backup.confirm(yes=yes or dry_run)
     now = datetime.now(UTC)
     password = c.config.get("sudo", {}).get("password")
     if dry_run:
@@ -63,9 +72,19 @@ def logs(c, full=False, dry_run=False):
     _run(c, "backup.logs", ["logs"], full=full, dry_run=dry_run)
 
 
-@task(name="all", help=_help("logs", "full", "parallel", "dry_run"))
+@task(name="all", help=_help("logs", "redis", "yes", "full", "parallel", "dry_run", "unattended"))
 @guarded
-def all_(c, logs=False, full=False, parallel=None, dry_run=False):
+def all_(
+    c, logs=False, redis=False, yes=False, full=False, parallel=None, dry_run=False,
+    unattended=False,
+):  # fmt: skip
     """Back up env and units (and logs with --logs) of every -H host, one connection each."""
-    kinds = ["env", "units"] + (["logs"] if logs else [])
-    _run(c, "backup.all", kinds, full=full, parallel=parallel, dry_run=dry_run)
+    kinds = ["env", "units"] + (["logs"] if logs else []) + (["redis"] if redis else [])
+
+    def body() -> None:
+        _run(c, "backup.all", kinds, full=full, parallel=parallel, dry_run=dry_run, yes=yes)
+
+    if unattended:
+        unattended_run.run("backup.all", body)  # what backup.cron's entry runs
+    else:
+        body()

@@ -47,6 +47,7 @@ def recover(
             Store(origin.store.path),
             origin.name,
             health_timeout=float(c.config.restore.health_timeout),
+            origin=origin,
         )
         try:
             plan = build(ctx)
@@ -65,9 +66,10 @@ def _execute(ctx: RestoreContext, plan: plans.Plan, runbook_rto: str) -> None:
         results = plans.execute(plan)
     except plans.StepFailed as failure:
         plans.report(plan, failure.results, target=runbook_rto)
+        what = failure.message.rstrip(".")
         raise RecoveryFailed(
-            f"{failure.message}. The steps before it are done; files replaced so far were "
-            f"kept as *.pre-restore.{ctx.stamp}. Fix the cause and re-run the same command: "
+            f"{what}. The steps before it are done; files replaced so far were kept as "
+            f"*.pre-restore.{ctx.stamp}. Fix the cause and re-run the same command: "
             "finished steps are skipped",
             failure.exit_code,
         ) from None

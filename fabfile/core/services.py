@@ -71,6 +71,9 @@ def start(transport: Transport, services: Sequence[Service], *, timeout: float) 
     said = []
     for service in services:
         since_ms = _redis_clock(transport) if service.role == "worker" else 0
+        # A unit that crash-looped (e.g. on a corrupt dump) is refused by systemd's
+        # start limit until its failed state is reset.
+        transport.run(["systemctl", "reset-failed", service.unit], sudo=True, check=False)
         transport.run(["systemctl", "start", service.unit], sudo=True)
         said.append(
             f"{service.unit}: {gate(transport, service, timeout=timeout, since_ms=since_ms)}"

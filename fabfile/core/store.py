@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import contextlib
 import errno
+import json
 import os
 import re
 import secrets
@@ -39,6 +40,7 @@ from fabfile.core.manifest import (
     is_backup_id,
     is_file_name,
     is_host_name,
+    parse_utc,
     short_repr,
 )
 
@@ -46,6 +48,10 @@ __all__ = ["KINDS", "BackupRef", "FileRecord", "Manifest", "StagedBackup", "Stor
 
 LOCK_NAME = ".lock"
 STAGING_PREFIX = ".staging-"
+# A deleted backup is renamed to this first, then removed; a leftover is already gone.
+DELETING_PREFIX = ".deleting-"
+# Written by backup.verify beside the (immutable) manifest.
+VERIFIED_NAME = "verified.json"
 STAGING_MAX_AGE = timedelta(hours=1)
 MAX_SUFFIX = 999  # the id regex allows -1 .. -999
 MAX_MANIFEST_BYTES = 64 * 1024 * 1024
@@ -118,7 +124,8 @@ class Store:
         for host in self._hosts():
             for kind in KINDS:
                 for entry in _entries(self.root / host / kind):
-                    if _is_staging(entry) and _newest_mtime(Path(entry.path)) < cutoff:
+                    old = _is_staging(entry) and _newest_mtime(Path(entry.path)) < cutoff
+                    if old or _is_deleting(entry):
                         shutil.rmtree(entry.path, ignore_errors=True)
                         removed.append(Path(entry.path))
         return removed
@@ -127,6 +134,48 @@ class Store:
         """The store-wide writer lock (not yet acquired; use it as a context manager)."""
         _makedirs_private(self.root)
         return StoreLock(self.root / LOCK_NAME, timeout=timeout, purpose=purpose)
+
+    def delete(self, ref: BackupRef) -> None:
+        """Remove a backup; hold `store.lock()`. It is renamed aside first, so
+        readers see it whole or not at all, even if the removal is interrupted."""
+        self._check_own(ref)
+        aside = ref.path.with_name(f"{DELETING_PREFIX}{ref.id}-{secrets.token_hex(8)}")
+        try:
+            os.rename(ref.path, aside)
+        except FileNotFoundError:
+            raise BackupNotFoundError(f"{ref.path}: already gone") from None
+        except OSError as exc:
+            raise StoreError(f"cannot delete {ref.path}: {exc.strerror}") from None
+        _fsync_dir(ref.path.parent)
+        shutil.rmtree(aside, ignore_errors=True)  # cleanup_staging() sweeps what survives
+
+    def mark_verified(self, ref: BackupRef, when: datetime, checks: list[str]) -> None:
+        """Record that backup.verify passed (the manifest itself never changes)."""
+        self._check_own(ref)
+        if ref.manifest.file(VERIFIED_NAME) is not None:
+            raise StoreError(f"{ref.path}: holds a file named {VERIFIED_NAME}; cannot mark it")
+        record = {"id": ref.id, "verified_at": format_utc(_utc(when)), "checks": list(checks)}
+        _write_atomic(ref.path / VERIFIED_NAME, json.dumps(record) + "\n")
+
+    def unmark_verified(self, ref: BackupRef) -> None:
+        self._check_own(ref)
+        if ref.manifest.file(VERIFIED_NAME) is None:
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(ref.path / VERIFIED_NAME)
+
+    def verified_at(self, ref: BackupRef) -> datetime | None:
+        """When backup.verify last passed this backup; None if never (or unreadable)."""
+        if ref.manifest.file(VERIFIED_NAME) is not None:
+            return None
+        try:
+            fd = os.open(ref.path / VERIFIED_NAME, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
+            with os.fdopen(fd, "rb") as handle:
+                data = json.loads(handle.read(64 * 1024))
+            if data["id"] != ref.id:
+                return None
+            return parse_utc(data["verified_at"])
+        except (OSError, ValueError, TypeError, KeyError):
+            return None
 
     # -- reading -------------------------------------------------------------
 
@@ -205,21 +254,33 @@ class Store:
             raise StoreError(f"{problem}; the store is damaged")
         return path
 
-    def problems(self) -> list[str]:
+    def problems(self, host: str | None = None, kind: str | None = None) -> list[str]:
         """Everything wrong in the store, one line each: incomplete dirs, bad
-        manifests, missing or stray files, broken references, loose permissions."""
+        manifests, missing or stray files, broken references, loose permissions.
+        With host (and kind), only what is wrong in that part of the store."""
         if not self.root.is_dir():
             return []
-        found = self._layout_problems()
-        for host in self._hosts():
-            for kind in KINDS:
-                refs, scan_problems = self._scan(host, kind)
+        found = self._layout_problems() if host is None else []
+        if host is not None:
+            _check_host(host)
+        if kind is not None:
+            _check_kind(kind)
+        for one_host in [host] if host is not None else self._hosts():
+            for one_kind in [kind] if kind is not None else KINDS:
+                refs, scan_problems = self._scan(one_host, one_kind)
                 found.extend(scan_problems)
                 for ref in refs:
                     found.extend(self._backup_problems(ref))
         return found
 
     # -- internals -----------------------------------------------------------
+
+    def _check_own(self, ref: BackupRef) -> None:
+        # A ref is a value anyone can build: only ever touch a backup directory of this store.
+        _check_host(ref.host)
+        _check_kind(ref.kind)
+        if not is_backup_id(ref.id) or ref.path != self.root / ref.host / ref.kind / ref.id:
+            raise StoreError(f"{ref.path} is not a backup in the store {self.root}")
 
     def _hosts(self) -> list[str]:
         return [
@@ -244,6 +305,8 @@ class Store:
                     refs.append(self._read_backup(host, kind, entry.name))
                 except StoreError as exc:
                     found.append(str(exc))
+            elif _is_deleting(entry):
+                continue  # deleted; only its removal was interrupted
             elif _is_staging(entry):
                 found.append(f"{entry.path}: incomplete backup (staging; removed after an hour)")
             else:
@@ -317,7 +380,7 @@ class Store:
         found.extend(
             f"{entry.path}: stray file, not in the manifest"
             for entry in _entries(ref.path)
-            if entry.name != MANIFEST_NAME and entry.name not in physical
+            if entry.name not in (MANIFEST_NAME, VERIFIED_NAME) and entry.name not in physical
         )
         return [problem for problem in found if problem is not None]
 
@@ -486,6 +549,10 @@ def _next_id(kind_dir: Path, base: str) -> str:
         if candidate not in taken:
             return candidate
     raise StoreError(f"{kind_dir}: more than {MAX_SUFFIX} backups stamped {base}")
+
+
+def _is_deleting(entry: os.DirEntry[str]) -> bool:
+    return entry.name.startswith(DELETING_PREFIX) and entry.is_dir(follow_symlinks=False)
 
 
 def _is_staging(entry: os.DirEntry[str]) -> bool:

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
 import os
 import secrets as random_names
 import shlex
@@ -30,6 +31,10 @@ from .agent import SOURCE as AGENT_SOURCE
 from .agent import TRAILER
 from .errors import ConnectError, HostKeyError, RemoteCommandError, SudoError, TransferError
 from .model import Host
+
+# Our errors say what failed; paramiko's own log lines (e.g. a refused tunnel
+# channel) would otherwise reach stderr through logging's last-resort handler.
+logging.getLogger("paramiko").setLevel(logging.CRITICAL)
 
 CHUNK = 1 << 20
 # No byte for this long means the link is dead; keepalives keep idle links open.

@@ -10,6 +10,9 @@ from __future__ import annotations
 
 import os
 import subprocess
+import sys
+import time
+import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -21,6 +24,8 @@ from sandbox.box import box_exec
 from sandbox.config import INVENTORY, Paths
 from sandbox.state import load_state, recorded_specs
 
+ROOT = Path(__file__).resolve().parents[2]
+FAB = Path(sys.executable).parent / "fab"
 _not_run: list[str] = []  # why the fleet could not come up, for the loud closing line
 
 
@@ -53,6 +58,32 @@ class Fleet:
 
     def reset(self, box: str) -> None:
         fleet_mod.reset(box, paths=self.paths, log=lambda _m: None)
+
+    def fab(self, *args: str, timeout: float = 600) -> subprocess.CompletedProcess[str]:
+        """The real `fab` CLI against the sandbox inventory, as an operator runs it."""
+        env = {**os.environ, "ZACHOT_INVENTORY": str(self.inventory)}
+        return subprocess.run(
+            [str(FAB), *args], cwd=ROOT, env=env, capture_output=True, text=True, timeout=timeout
+        )
+
+    def job_processed(self, box: str, timeout: float = 30) -> bool:
+        """Enqueue a job with the app's own actor and wait for the worker to record it."""
+        job = f"it-{uuid.uuid4().hex[:8]}"
+        env_file = "/opt/zachot/envs/prod/etc/zachot.env"
+        enqueue = (
+            f"cd /opt/zachot/repo && set -a && . {env_file} && set +a && "
+            "PYTHONDONTWRITEBYTECODE=1 runuser -u zachot -- /opt/zachot/envs/prod/bin/python -c "
+            f"\"from zachot.tasks import record_job; record_job.send('{job}')\""
+        )
+        if self.sh(box, enqueue).returncode != 0:
+            return False
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            said = self.exec(box, ["redis-cli", "SISMEMBER", "zachot:done", job]).stdout
+            if said.strip() == "1":
+                return True
+            time.sleep(0.3)
+        return False
 
     def ssh_argv(self, box: str, user: str = "ops") -> list[str]:
         """OpenSSH client argv that logs in as the operator, checking the recorded host key."""

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import posixpath
 
-from .. import output, secrets
+from .. import crypto, output, secrets
 from ..plan import Step
 from .context import BackupContext
 from .files import Wanted, pull_files, summary
@@ -18,12 +18,15 @@ def server_copy_path(ctx: BackupContext) -> str:
 
 def step(ctx: BackupContext) -> Step:
     layout = ctx.host.layout
+    recipients = crypto.recipients_for(ctx.host, "env")
+    stored = crypto.stored_name(NAME, encrypted=bool(recipients))
+    how = f"age-encrypted to {len(recipients)} recipient(s)" if recipients else "0600"
     return Step(
         name="env",
         title="back up the env file",
         actions=(
             f"read {layout.env_file} with sudo, streamed (no copy left on the server)",
-            f"store it as {ctx.store.root}/{ctx.host.name}/env/<new id>/{NAME} (0600)",
+            f"store it as {ctx.store.root}/{ctx.host.name}/env/<new id>/{stored} ({how})",
             f"copy it on the server to {server_copy_path(ctx)} (0600), unless unchanged",
             "record key names (never values) and the deployed commit",
         ),

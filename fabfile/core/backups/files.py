@@ -3,15 +3,21 @@
 env and units are both "these files, as they are"; only what they record in
 the manifest differs. A file whose sha256 matches one already in the store is
 recorded as a reference to that backup (stored_in) and its bytes are dropped.
+With age recipients (env, redis), files are stored encrypted as ``<name>.age``; the
+plaintext only passes through a 0600 scratch file that is gone before commit.
 """
 
 from __future__ import annotations
 
+import secrets
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
-from ..store import BackupRef
+from .. import crypto
+from ..manifest import FileRecord
+from ..store import BackupRef, StagedBackup
+from ..transport import RemoteFile
 from .context import BackupContext, record_for
 
 
@@ -37,26 +43,74 @@ def pull_files(
 ) -> FilesBackup:
     """Pull every wanted file; commit the backup only if all of them arrived."""
     host = ctx.host.name
+    recipients = crypto.recipients_for(ctx.host, kind)
     new: list[str] = []
     unchanged: dict[str, str] = {}
     with ctx.store.begin(host, kind, now=ctx.now) as staged:
         contents: dict[str, bytes] = {}
         for item in wanted:
-            target = staged.target(item.name)
-            remote = ctx.transport.pull(item.source, target, sudo=True, label=item.source)
-            contents[item.name] = target.read_bytes()
-            held_by = ctx.store.find_by_sha256(host, kind, item.name, remote.sha256)
+            name = crypto.stored_name(item.name, encrypted=bool(recipients))
+            remote, contents[item.name] = _pull(ctx, staged, item, name, encrypted=bool(recipients))
+            held_by = _holder(ctx, kind, name, remote.sha256, recipients)
             if held_by is None:
-                staged.add(record_for(item.name, remote))
+                staged.add(_store_new(staged, name, remote, contents[item.name], recipients))
                 new.append(item.name)
             else:
-                target.unlink()
-                staged.add(record_for(item.name, remote, stored_in=held_by.id))
+                staged.target(name).unlink(missing_ok=True)
+                staged.add(_reference(held_by, name, remote))
                 unchanged[item.name] = held_by.id
         staged.meta.update(describe(contents))
+        if recipients:
+            staged.meta.update(crypto.encryption_meta(recipients))
         staged.meta["deployed"] = ctx.deployed()
         ref = staged.commit()
     return FilesBackup(ref=ref, new=tuple(new), unchanged=unchanged)
+
+
+def _pull(
+    ctx: BackupContext, staged: StagedBackup, item: Wanted, name: str, *, encrypted: bool
+) -> tuple[RemoteFile, bytes]:
+    """Pull one file: straight to its place, or (encrypted) through a scratch file."""
+    target = staged.target(name)
+    if not encrypted:
+        remote = ctx.transport.pull(item.source, target, sudo=True, label=item.source)
+        return remote, target.read_bytes()
+    scratch = staged.path / f".plain-{secrets.token_hex(8)}"
+    try:
+        remote = ctx.transport.pull(item.source, scratch, sudo=True, label=item.source)
+        return remote, scratch.read_bytes()
+    finally:
+        scratch.unlink(missing_ok=True)
+
+
+def _store_new(
+    staged: StagedBackup, name: str, remote: RemoteFile, plaintext: bytes, recipients: Sequence[str]
+) -> FileRecord:
+    record = record_for(name, remote)
+    if not recipients:
+        return record
+    size, digest = crypto.write_encrypted(staged.target(name), plaintext, recipients)
+    return replace(record, size=size, ciphertext_sha256=digest)
+
+
+def _holder(
+    ctx: BackupContext, kind: str, name: str, sha256: str, recipients: Sequence[str]
+) -> BackupRef | None:
+    """The backup already holding this content; an encrypted one only if to the same keys."""
+    held_by = ctx.store.find_by_sha256(ctx.host.name, kind, name, sha256)
+    if held_by and recipients and not crypto.same_recipients(held_by.manifest.meta, recipients):
+        return None  # keys changed: store a copy the new keys can open
+    return held_by
+
+
+def _reference(held_by: BackupRef, name: str, remote: RemoteFile) -> FileRecord:
+    # Size and ciphertext hash are the holder's: they describe the bytes it holds.
+    held = held_by.manifest.file(name)
+    return replace(
+        record_for(name, remote, stored_in=held_by.id),
+        size=held.size,
+        ciphertext_sha256=held.ciphertext_sha256,
+    )
 
 
 def summary(result: FilesBackup) -> str:

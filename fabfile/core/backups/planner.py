@@ -11,7 +11,7 @@ from ..errors import ZachotError
 from ..model import Host
 from ..store import Store
 from ..transport import Transport
-from . import env, logs, units
+from . import env, logs, redis, units
 from .context import BackupContext
 
 
@@ -24,6 +24,7 @@ def plan_backup(ctx: BackupContext, kinds: Sequence[str], *, full: bool = False)
         "env": lambda: env.step(ctx),
         "units": lambda: units.step(ctx),
         "logs": lambda: logs.step(ctx, full=full),
+        "redis": lambda: redis.step(ctx),
     }
     title = f"backup {' + '.join(kinds)}"
     return plans.Plan(ctx.host.name, title, tuple(steps[kind]() for kind in kinds))

@@ -9,6 +9,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 
+from ..crypto import open_backup_file
 from ..facts import gather, is_file
 from ..manifest import FileRecord
 from ..model import Host
@@ -23,6 +24,8 @@ class RestoreContext:
     store: Store
     source: str  # the host whose backups are restored (new-box restores prod's)
     health_timeout: float = 60.0
+    # That host's inventory entry: its age identity decrypts its backups.
+    origin: Host | None = None
     now: datetime = field(default_factory=lambda: datetime.now(UTC))
     _workdir: tempfile.TemporaryDirectory | None = field(default=None, init=False)
 
@@ -43,9 +46,9 @@ class RestoreContext:
         return Path(self._workdir.name)
 
     def plaintext(self, ref: BackupRef, record: FileRecord) -> Path:
-        """A private local copy of a backed-up file, ready to push."""
-        path = self.workdir / record.name
-        data = self.store.file_path(ref, record.name).read_bytes()
+        """A private local copy of a backed-up file, decrypted and checked, ready to push."""
+        path = self.workdir / record.name.removesuffix(".age")
+        data = open_backup_file(self.store, ref, record.name, self.origin or self.host)
         fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
         with os.fdopen(fd, "wb") as out:
             out.write(data)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from ..backups.env import NAME
+from ..crypto import find_record
 from ..errors import ZachotError
 from ..facts import gather
 from ..plan import Plan, Step
@@ -20,7 +21,7 @@ class EnvCheckFailed(ZachotError):
 
 def plan(ctx: RestoreContext, selector: str) -> Plan:
     ref = ctx.backup("env", selector)
-    record = ref.manifest.file(NAME)
+    record = find_record(ref, NAME)
     layout = ctx.host.layout
     wanted = steps.Install(
         local=ctx.plaintext(ref, record),

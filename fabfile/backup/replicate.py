@@ -1,0 +1,31 @@
+"""backup.replicate: the off-site copy of the store, over SFTP to backup.offsite_host."""
+
+from __future__ import annotations
+
+from invoke import task
+
+from ..core.backups.planner import store_locks
+from ..core.errors import UsageError
+from ..core.offsite import replicate_hosts
+from ..core.runner import finish, first_call, guarded, load, requested_hosts, target_hosts
+
+
+@task(help={"dry_run": "show what would be sent and send nothing"})
+@guarded
+def replicate(c, dry_run=False):
+    """Send the backups the off-site box lacks (all hosts unless -H), verified there."""
+    if not first_call("backup.replicate"):
+        return
+    inventory = load(c)
+    hosts = target_hosts(c, inventory, required=False)
+    if requested_hosts(c) is None:
+        # Every host that has an off-site box; the box itself has none.
+        hosts = [h for h in hosts if h.backup.offsite_host not in (None, h.name)]
+        if not hosts:
+            raise UsageError("no host sets backup.offsite_host; name the off-site box there")
+    if dry_run:
+        finish(replicate_hosts(hosts, inventory.host, dry_run=True))
+        return
+    with store_locks(hosts, purpose="backup.replicate"):
+        outcomes = replicate_hosts(hosts, inventory.host)
+    finish(outcomes)

@@ -1,0 +1,69 @@
+"""backup.verify: is the newest backup of each kind there, intact, fresh and restorable?"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+
+from invoke import task
+
+from ..core import output
+from ..core.errors import UsageError
+from ..core.manifest import KINDS
+from ..core.runner import first_call, guarded, load, target_hosts
+from ..core.verify import KindReport, VerificationFailed, verify_host
+from .listing import _age
+
+RESULT = {"ok": "ok", "failed": "FAILED", "missing": "MISSING", "absent": "–"}
+
+
+def _checks_cell(report: KindReport) -> str:
+    parts = []
+    for result in report.results:
+        part = result.name if result.ok else f"{result.name} FAILED"
+        note = result.verdict.note
+        parts.append(f"{part} ({note})" if note else part)
+    return ", ".join(parts) or "-"
+
+
+def show(reports: list[KindReport]) -> None:
+    rows = [
+        (
+            r.host,
+            r.kind,
+            r.newest.id if r.newest else "-",
+            _age(r.newest.created, r.now) if r.newest else "-",
+            _checks_cell(r),
+            RESULT[r.status],
+        )
+        for r in reports
+    ]
+    output.table("Backup verification", ["host", "kind", "newest", "age", "checks", "result"], rows)
+    for report in reports:
+        for result in report.results:
+            for warning in result.verdict.warnings:
+                output.warn(f"{report.host}/{report.kind}: {result.name}: {warning}")
+        for problem in report.problems:
+            output.error(f"{report.host}/{report.kind}: {problem}")
+
+
+@task(help={"kind": "only this kind: env, units, logs or redis", "json": "the result as JSON"})
+@guarded
+def verify(c, kind=None, json=False):
+    """Check the newest backups (checksums, age, a test restore); exit 1 if anything fails."""
+    if not first_call("backup.verify"):
+        return
+    if kind is not None and kind not in KINDS:
+        raise UsageError(f"--kind must be one of {', '.join(KINDS)}, got {kind!r}")
+    hosts = target_hosts(c, load(c), required=False)
+    now = datetime.now(UTC)
+    kinds = (kind,) if kind else KINDS
+    reports = [report for h in hosts for report in verify_host(h, kinds, now=now)]
+    if json:
+        output.emit_json([r.as_json() for r in reports])
+    else:
+        show(reports)
+    failed = [f"{r.host}/{r.kind}" for r in reports if r.failed]
+    if failed:
+        raise VerificationFailed(
+            f"{len(failed)} of {len(reports)} backups failed verification: {', '.join(failed)}"
+        )

@@ -1,0 +1,190 @@
+"""age encryption at rest: encrypting, decrypting with the operator's identity, reading back."""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import replace
+from datetime import UTC, datetime
+from pathlib import Path
+
+import pytest
+from pyrage import x25519
+
+from fabfile.core import crypto
+from fabfile.core.errors import BackupNotFoundError, StoreError, UsageError
+from fabfile.core.manifest import FileRecord
+from fabfile.core.model import BackupSettings, Host
+from fabfile.core.store import Store
+
+pytestmark = pytest.mark.unit
+
+SECRET = b"REDIS_URL=redis://x\nAPI_KEY=canary-0b5e77\n"
+NOW = datetime(2026, 11, 24, 15, 15, tzinfo=UTC)
+
+
+def key_file(path: Path) -> tuple[Path, str]:
+    """An identity file as age-keygen writes it; returns (path, public key)."""
+    identity = x25519.Identity.generate()
+    public = str(identity.to_public())
+    path.write_text(f"# created: 2026-11-24T15:15:00Z\n# public key: {public}\n{identity}\n")
+    path.chmod(0o600)
+    return path, public
+
+
+@pytest.fixture
+def keys(tmp_path: Path) -> dict[str, tuple[Path, str]]:
+    return {name: key_file(tmp_path / f"{name}.txt") for name in ("ops", "other")}
+
+
+def test_write_encrypted_round_trips_and_hashes_the_ciphertext(tmp_path, keys):
+    path, public = keys["ops"]
+    target = tmp_path / "zachot.env.age"
+    size, digest = crypto.write_encrypted(target, SECRET, [public])
+    data = target.read_bytes()
+    assert (size, digest) == (len(data), hashlib.sha256(data).hexdigest())
+    assert data.startswith(crypto.MAGIC)
+    assert b"canary" not in data
+    assert target.stat().st_mode & 0o777 == 0o600
+    assert crypto.decrypt_file(target, path) == SECRET
+
+
+def test_stream_form_encrypts_a_file_to_several_recipients(tmp_path, keys):
+    source = tmp_path / "dump.rdb"
+    source.write_bytes(b"REDIS0011" + bytes(range(256)) * 1000)
+    target = tmp_path / "dump.rdb.age"
+    with source.open("rb") as reader:
+        crypto.write_encrypted(target, reader, [keys["ops"][1], keys["other"][1]])
+    for path, _ in keys.values():
+        assert crypto.decrypt_file(target, path) == source.read_bytes()
+
+
+def test_wrong_identity_is_one_clear_error(tmp_path, keys):
+    target = tmp_path / "x.age"
+    crypto.write_encrypted(target, SECRET, [keys["ops"][1]])
+    with pytest.raises(crypto.CryptoError, match=r"no matching identity in .*other\.txt"):
+        crypto.decrypt_file(target, keys["other"][0])
+
+
+@pytest.mark.parametrize(
+    ("identity", "expected"),
+    [
+        (None, "backup.age_identity is not set"),
+        ("missing.txt", "cannot read .*missing.txt: No such file"),
+        ("garbage.txt", "holds no age identity"),
+    ],
+)
+def test_missing_or_unusable_identity_says_set_age_identity(tmp_path, keys, identity, expected):
+    (tmp_path / "garbage.txt").write_text("# nothing here\nAGE-SECRET-KEY-1NOTBECH32\n")
+    target = tmp_path / "x.age"
+    crypto.write_encrypted(target, SECRET, [keys["ops"][1]])
+    path = tmp_path / identity if identity else None
+    with pytest.raises(UsageError, match=expected) as caught:
+        crypto.decrypt_file(target, path)
+    assert "set backup.age_identity" in caught.value.message
+
+
+def test_damaged_or_plain_files_do_not_decrypt(tmp_path, keys):
+    path, public = keys["ops"]
+    target = tmp_path / "x.age"
+    crypto.write_encrypted(target, SECRET, [public])
+    data = bytearray(target.read_bytes())
+    data[-5] ^= 0x01
+    target.write_bytes(bytes(data))
+    with pytest.raises(crypto.CryptoError, match="damaged age file"):
+        crypto.decrypt_file(target, path)
+    target.write_bytes(SECRET)
+    with pytest.raises(crypto.CryptoError, match="not an age file"):
+        crypto.decrypt_file(target, path)
+
+
+def test_bad_recipient_is_a_usage_error_and_leaves_no_file(tmp_path):
+    target = tmp_path / "x.age"
+    with pytest.raises(UsageError, match="not a valid age public key"):
+        crypto.write_encrypted(target, SECRET, ["age1" + "q" * 58])
+    assert not target.exists()
+
+
+def test_only_env_and_redis_are_encrypted():
+    host = Host("web1", backup=BackupSettings(age_recipients=("age1" + "x" * 58,)))
+    assert crypto.recipients_for(host, "env") == host.backup.age_recipients
+    assert crypto.recipients_for(host, "redis") == host.backup.age_recipients
+    assert crypto.recipients_for(host, "units") == ()
+    assert crypto.recipients_for(Host("web1"), "env") == ()
+    assert crypto.same_recipients(crypto.encryption_meta(["b", "a"]), ["a", "b"])
+    assert not crypto.same_recipients({}, ["a"])
+
+
+# -- reading back from the store ---------------------------------------------------------
+
+
+def encrypted_backup(store: Store, public: str, *, stored_in: str | None = None):
+    """An env backup holding SECRET encrypted (or referring to one that does)."""
+    with store.begin("web1", "env", now=NOW) as staged:
+        name = crypto.stored_name("zachot.env", encrypted=True)
+        record = FileRecord(
+            name, hashlib.sha256(SECRET).hexdigest(), 0, "/etc/zachot.env", 0o600, "root", "root",
+            0.0,
+        )  # fmt: skip
+        if stored_in is None:
+            size, digest = crypto.write_encrypted(staged.target(name), SECRET, [public])
+        else:
+            held = store.resolve("web1", "env", stored_in).manifest.file(name)
+            size, digest = held.size, held.ciphertext_sha256
+        staged.add(replace(record, size=size, ciphertext_sha256=digest, stored_in=stored_in))
+        staged.meta.update(crypto.encryption_meta([public]))
+        return staged.commit()
+
+
+def test_open_backup_file_gives_plaintext_and_follows_references(tmp_path, keys):
+    path, public = keys["ops"]
+    store = Store(tmp_path / "store")
+    first = encrypted_backup(store, public)
+    second = encrypted_backup(store, public, stored_in=first.id)
+    host = Host("web1", backup=BackupSettings(age_identity=path))
+    for ref in (first, second):
+        # By its plaintext name or its stored name: restore code need not care.
+        assert crypto.open_backup_file(store, ref, "zachot.env", host) == SECRET
+        assert crypto.open_backup_file(store, ref, "zachot.env.age", host) == SECRET
+    assert store.problems() == []
+    record = second.manifest.file("zachot.env.age")
+    assert record.sha256 == hashlib.sha256(SECRET).hexdigest()
+    assert (
+        record.ciphertext_sha256
+        == hashlib.sha256((first.path / record.name).read_bytes()).hexdigest()
+    )
+    for stored in (store.root / "web1").rglob("*"):
+        assert not stored.is_file() or b"canary" not in stored.read_bytes()
+    stranger = Host("web1", backup=BackupSettings(age_identity=keys["other"][0]))
+    with pytest.raises(crypto.CryptoError, match="no matching identity"):
+        crypto.open_backup_file(store, second, "zachot.env", stranger)
+    with pytest.raises(UsageError, match="age_identity is not set"):
+        crypto.open_backup_file(store, second, "zachot.env", Host("web1"))
+    with pytest.raises(BackupNotFoundError):
+        crypto.open_backup_file(store, second, "other.env", host)
+
+
+def test_open_backup_file_refuses_a_damaged_store(tmp_path, keys):
+    path, public = keys["ops"]
+    store = Store(tmp_path / "store")
+    ref = encrypted_backup(store, public)
+    stored = ref.path / "zachot.env.age"
+    data = bytearray(stored.read_bytes())
+    data[len(crypto.MAGIC) + 3] ^= 0x20
+    stored.write_bytes(bytes(data))
+    host = Host("web1", backup=BackupSettings(age_identity=path))
+    with pytest.raises(StoreError, match="checksum does not match the manifest"):
+        crypto.open_backup_file(store, ref, "zachot.env", host)
+
+
+def test_open_backup_file_reads_plain_backups_without_an_identity(tmp_path):
+    store = Store(tmp_path / "store")
+    with store.begin("web1", "units", now=NOW) as staged:
+        staged.target("a.service").write_bytes(b"[Service]\n")
+        staged.add(
+            FileRecord(
+                "a.service", hashlib.sha256(b"[Service]\n").hexdigest(), 10, "/etc/a.service",
+                0o644, "root", "root", 0.0,
+            )
+        )  # fmt: skip
+        ref = staged.commit()
+    assert crypto.open_backup_file(store, ref, "a.service", Host("web1")) == b"[Service]\n"
