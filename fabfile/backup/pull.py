@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
 from datetime import UTC, datetime
 
 from invoke import task
@@ -10,7 +11,16 @@ from ..core import plan as plans
 from ..core import unattended as unattended_run
 from ..core.backups import redis as redis_backup
 from ..core.backups.planner import back_up, context_for, plan_backup, store_locks
-from ..core.runner import finish, first_call, for_each_host, guarded, load, target_hosts
+from ..core.offsite import replicate_hosts
+from ..core.runner import (
+    Outcome,
+    finish,
+    first_call,
+    for_each_host,
+    guarded,
+    load,
+    target_hosts,
+)
 
 HELP = {
     "dry_run": "print the plan and change nothing",
@@ -20,6 +30,7 @@ HELP = {
     "redis": "also back up Redis (not recommended by the runbook; needs --yes)",
     "yes": "back up Redis without asking",
     "unattended": "for cron: never prompt, plain text, timestamped start/end lines",
+    "offsite": "then send what the off-site box lacks (backup.replicate)",
 }
 
 
@@ -28,11 +39,20 @@ def _help(*names: str) -> dict[str, str]:
 
 
 def _run(
-    c, task_name: str, kinds: list[str], *, full=False, parallel=None, dry_run=False, yes=False
+    c,
+    task_name: str,
+    kinds: list[str],
+    *,
+    full=False,
+    parallel=None,
+    dry_run=False,
+    yes=False,
+    offsite=False,
 ):
     if not first_call(task_name):
         return
-    hosts = target_hosts(c, load(c))
+    inventory = load(c)
+    hosts = target_hosts(c, inventory)
     if "redis" in kinds:
         redis_backup.confirm(yes=yes or dry_run)
     now = datetime.now(UTC)
@@ -48,7 +68,23 @@ def _run(
             title=f"{task_name} summary",
             parallel=workers,
         )
+        if offsite:
+            # Only hosts whose backup succeeded; the vault gets nothing half-made.
+            done = [h for h, o in zip(hosts, outcomes, strict=True) if o.ok]
+            sent = {o.host: o for o in replicate_hosts(done, inventory.host)} if done else {}
+            outcomes = [_with_offsite(o, sent.get(o.host)) for o in outcomes]
     finish(outcomes)
+
+
+def _with_offsite(backup: Outcome, offsite: Outcome | None) -> Outcome:
+    if offsite is None:
+        return backup
+    return replace(
+        backup,
+        ok=offsite.ok,
+        detail=f"{backup.detail}; off-site: {offsite.detail}",
+        exit_code=offsite.exit_code,
+    )
 
 
 @task(help=_help("dry_run"))
@@ -72,17 +108,21 @@ def logs(c, full=False, dry_run=False):
     _run(c, "backup.logs", ["logs"], full=full, dry_run=dry_run)
 
 
-@task(name="all", help=_help("logs", "redis", "yes", "full", "parallel", "dry_run", "unattended"))
+@task(
+    name="all",
+    help=_help("logs", "redis", "offsite", "yes", "full", "parallel", "dry_run", "unattended"),
+)
 @guarded
 def all_(
-    c, logs=False, redis=False, yes=False, full=False, parallel=None, dry_run=False,
-    unattended=False,
+    c, logs=False, redis=False, offsite=False, yes=False, full=False, parallel=None,
+    dry_run=False, unattended=False,
 ):  # fmt: skip
     """Back up env and units (and logs with --logs) of every -H host, one connection each."""
     kinds = ["env", "units"] + (["logs"] if logs else []) + (["redis"] if redis else [])
 
     def body() -> None:
-        _run(c, "backup.all", kinds, full=full, parallel=parallel, dry_run=dry_run, yes=yes)
+        _run(c, "backup.all", kinds, full=full, parallel=parallel, dry_run=dry_run, yes=yes,
+             offsite=offsite)  # fmt: skip
 
     if unattended:
         unattended_run.run("backup.all", body)  # what backup.cron's entry runs

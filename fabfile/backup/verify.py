@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 from datetime import UTC, datetime
 
 from invoke import task
@@ -9,6 +10,7 @@ from invoke import task
 from ..core import output
 from ..core.errors import UsageError
 from ..core.manifest import KINDS
+from ..core.offsite import OffsiteState, newest_offsite
 from ..core.runner import first_call, guarded, load, target_hosts
 from ..core.verify import KindReport, VerificationFailed, verify_host
 from .listing import _age
@@ -46,6 +48,18 @@ def show(reports: list[KindReport]) -> None:
             output.error(f"{report.host}/{report.kind}: {problem}")
 
 
+def show_offsite(states: list[OffsiteState]) -> None:
+    if states:
+        rows = [(s.host, s.kind, s.id, s.remote, "ok" if s.ok else "FAILED", s.detail)
+                for s in states]  # fmt: skip
+        columns = ["host", "kind", "id", "on vault", "result", "detail"]
+        output.table("Off-site copies", columns, rows)
+
+
+def _offsite_json(state: OffsiteState) -> dict[str, object]:
+    return {"offsite": True, **dataclasses.asdict(state)}
+
+
 @task(help={"kind": "only this kind: env, units, logs or redis", "json": "the result as JSON"})
 @guarded
 def verify(c, kind=None, json=False):
@@ -54,15 +68,19 @@ def verify(c, kind=None, json=False):
         return
     if kind is not None and kind not in KINDS:
         raise UsageError(f"--kind must be one of {', '.join(KINDS)}, got {kind!r}")
-    hosts = target_hosts(c, load(c), required=False)
+    inventory = load(c)
+    hosts = target_hosts(c, inventory, required=False)
     now = datetime.now(UTC)
     kinds = (kind,) if kind else KINDS
     reports = [report for h in hosts for report in verify_host(h, kinds, now=now)]
+    offsite = newest_offsite(hosts, inventory.host, kinds)
     if json:
-        output.emit_json([r.as_json() for r in reports])
+        output.emit_json([r.as_json() for r in reports] + [_offsite_json(s) for s in offsite])
     else:
         show(reports)
+        show_offsite(offsite)
     failed = [f"{r.host}/{r.kind}" for r in reports if r.failed]
+    failed += [f"{s.host}/{s.kind} off-site" for s in offsite if not s.ok]
     if failed:
         raise VerificationFailed(
             f"{len(failed)} of {len(reports)} backups failed verification: {', '.join(failed)}"

@@ -478,3 +478,35 @@ def _message(exc: BaseException) -> str:
     if isinstance(exc, ZachotError):
         return exc.message
     return getattr(exc, "strerror", None) or str(exc)
+
+
+def newest_offsite(
+    hosts: Sequence[Host], find: Callable[[str], Host], kinds: Sequence[str] = KINDS
+) -> list[OffsiteState]:
+    """For backup.verify: is the newest local backup of each kind intact off-site?
+
+    Hosts without an off-site box are left out; a vault that cannot be reached
+    gives one failed row per host, so the table and the exit code say so.
+    """
+    states: list[OffsiteState] = []
+    by_vault: dict[str, list[Host]] = {}
+    for host in hosts:
+        if host.backup.offsite_host:
+            by_vault.setdefault(vault_for(host, find).name, []).append(host)
+    for vault_name, members in by_vault.items():
+        try:
+            with Vault.open(find(vault_name)) as vault:
+                for host in members:
+                    states += _newest_only(host, offsite_status(host, vault), kinds)
+        except ZachotError as exc:
+            states += [OffsiteState(h.name, "-", "-", True, "unreachable", False, exc.message)
+                       for h in members]  # fmt: skip
+    return states
+
+
+def _newest_only(
+    host: Host, states: list[OffsiteState], kinds: Sequence[str]
+) -> list[OffsiteState]:
+    store = Store(host.store.path)
+    newest = {k: ref.id for k in kinds if (ref := store.latest(host.name, k)) is not None}
+    return [s for s in states if newest.get(s.kind) == s.id]
