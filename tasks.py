@@ -5,6 +5,7 @@ The backup and recovery tasks live in fabfile/ and run with `fab`.
 
 from __future__ import annotations
 
+import shlex
 import sys
 from pathlib import Path
 
@@ -22,7 +23,7 @@ def test(c, unit=False, k=None):
     """Run the tests: unit, sshd (real OpenSSH) and integration (sandbox fleet)."""
     args = ["-m", "unit"] if unit else []
     args += ["-k", k] if k else []
-    c.run(f"{BIN}/pytest {' '.join(args)}", pty=False)
+    c.run(shlex.join([f"{BIN}/pytest", *args]), pty=False)
 
 
 @task
@@ -39,7 +40,11 @@ def demo(c):
 
     up(c)
     env = {"ZACHOT_INVENTORY": str(SANDBOX_INVENTORY)}
-    for command in ("hosts.list", "-H prod hosts.ping", "backup.list"):
+    for command in (
+        "-H prod backup.all --logs --offsite",
+        "-H prod backup.list",
+        "-H prod backup.verify",
+    ):
         c.run(f"{BIN}/fab {command}", env=env)
 
 
