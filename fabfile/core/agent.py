@@ -59,9 +59,34 @@ def op_read(path):
         sys.stdout.buffer.flush()
     report(ok=True, sha256=h.hexdigest(), sent=n, **stat_of(st))
 
+def alive(pid):
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except OSError:
+        pass
+    return True
+
+def drop_stale_parts(d, prefix):
+    # A write killed with its connection leaves its temp file; never the real one.
+    try:
+        names = os.listdir(d)
+    except OSError:
+        return
+    for name in names:
+        pid = name[len(prefix):]
+        if name.startswith(prefix) and pid.isdigit() and not alive(int(pid)):
+            try:
+                os.unlink(os.path.join(d, name))
+            except OSError:
+                pass
+
 def op_write(path, mode, owner, group, expect):
     d = os.path.dirname(path) or "/"
-    tmp = os.path.join(d, "." + os.path.basename(path) + ".zachot-part-%d" % os.getpid())
+    prefix = "." + os.path.basename(path) + ".zachot-part-"
+    drop_stale_parts(d, prefix)
+    tmp = os.path.join(d, prefix + str(os.getpid()))
     h = hashlib.sha256()
     try:
         fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)

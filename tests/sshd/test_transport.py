@@ -167,3 +167,24 @@ def test_connection_killed_mid_pull_leaves_no_file(sshd, tmp_path):
             t.pull_stream(["sh", "-c", script], dest, label="big")
         killer.join()
     assert leftovers(tmp_path) == []
+
+
+def test_connection_killed_mid_push_keeps_the_old_file_then_a_retry_works(sshd, tmp_path):
+    target = sshd.root / "interrupted.env"
+    target.write_bytes(b"OLD=1\n")
+    src = tmp_path / "big"
+    src.write_bytes(os.urandom(192 * 1024 * 1024))
+    sessions_before = set(sshd.sessions())
+    with Transport(sshd.host) as t:
+        killer = threading.Timer(
+            0.2, lambda: [os.kill(p, 9) for p in set(sshd.sessions()) - sessions_before]
+        )
+        killer.start()
+        with pytest.raises(TransferError):
+            t.push(src, str(target))
+        killer.join()
+    assert target.read_bytes() == b"OLD=1\n"
+    with Transport(sshd.host) as t:
+        t.push(src, str(target))
+    assert target.read_bytes() == src.read_bytes()
+    assert not [p.name for p in sshd.root.iterdir() if "zachot-part" in p.name]
