@@ -508,5 +508,7 @@ def _newest_only(
     host: Host, states: list[OffsiteState], kinds: Sequence[str]
 ) -> list[OffsiteState]:
     store = Store(host.store.path)
-    newest = {k: ref.id for k in kinds if (ref := store.latest(host.name, k)) is not None}
-    return [s for s in states if newest.get(s.kind) == s.id]
+    newest = [ref for k in kinds if (ref := store.latest(host.name, k)) is not None]
+    # A newest backup that refers to older ones is only as good as their copies.
+    wanted = {(ref.kind, i) for ref in newest for i in {ref.id, *ref.references()}}
+    return [s for s in states if (s.kind, s.id) in wanted]

@@ -19,7 +19,7 @@ from .errors import ZachotError
 from .manifest import KINDS
 from .model import Host
 from .retention import Decision, Policy, Snapshot, apply_policy, protect
-from .store import BackupRef, Store
+from .store import Store
 from .transport import Transport
 
 NEWEST_VERIFIED = "newest verified"
@@ -54,16 +54,6 @@ class ServerPrune:
     deleted: bool = False
 
 
-def references(ref: BackupRef) -> set[str]:
-    """Ids of the backups whose bytes `ref` needs: stored_in files and logs archives."""
-    ids = {record.stored_in for record in ref.manifest.files if record.stored_in}
-    index = ref.manifest.meta.get("index") if ref.kind == "logs" else None
-    for entry in index if isinstance(index, list) else []:
-        if isinstance(entry, dict) and isinstance(entry.get("archive"), str):
-            ids.add(entry["archive"])
-    return ids - {ref.id}
-
-
 def decide(store: Store, host: str, kind: str, policy: Policy) -> tuple[list[Decision], dict]:
     """The decisions for one host/kind (newest first) and the refs they name."""
     refs = store.list(host, kind)
@@ -74,7 +64,7 @@ def decide(store: Store, host: str, kind: str, policy: Policy) -> tuple[list[Dec
     decisions = protect(
         apply_policy(snapshots, policy),
         pinned=pinned,
-        references={ref.id: references(ref) for ref in refs},
+        references={ref.id: ref.references() for ref in refs},
     )
     return decisions, {ref.id: ref for ref in refs}
 

@@ -90,6 +90,15 @@ class BackupRef:
         """Bytes physically in this backup's directory (unchanged files excluded)."""
         return sum(record.size for record in self.manifest.files if record.stored_in is None)
 
+    def references(self) -> set[str]:
+        """Ids of the backups whose bytes this one needs: stored_in files and logs archives."""
+        ids = {record.stored_in for record in self.manifest.files if record.stored_in}
+        index = self.manifest.meta.get("index") if self.kind == "logs" else None
+        for entry in index if isinstance(index, list) else []:
+            if isinstance(entry, dict) and isinstance(entry.get("archive"), str):
+                ids.add(entry["archive"])
+        return ids - {self.id}
+
 
 class Store:
     def __init__(self, root: Path) -> None:

@@ -61,9 +61,21 @@ class Fleet:
 
     def fab(self, *args: str, timeout: float = 600) -> subprocess.CompletedProcess[str]:
         """The real `fab` CLI against the sandbox inventory, as an operator runs it."""
+        process = self.fab_started(*args)
+        stdout, stderr = process.communicate(timeout=timeout)
+        return subprocess.CompletedProcess(process.args, process.returncode, stdout, stderr)
+
+    def fab_started(self, *args: str) -> subprocess.Popen[str]:
+        """The same, started in the background (for runs that overlap)."""
         env = {**os.environ, "ZACHOT_INVENTORY": str(self.inventory)}
-        return subprocess.run(
-            [str(FAB), *args], cwd=ROOT, env=env, capture_output=True, text=True, timeout=timeout
+        return subprocess.Popen(
+            [str(FAB), *args],
+            cwd=ROOT,
+            env=env,
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
         )
 
     def job_processed(self, box: str, timeout: float = 30) -> bool:

@@ -15,7 +15,7 @@ import pytest
 from fabfile.core.errors import LockHeldError, StoreError
 from fabfile.core.model import BackupSettings, Host, StoreSettings
 from fabfile.core.prune import prune_store as prune_store_
-from fabfile.core.prune import references, select_server_copies
+from fabfile.core.prune import select_server_copies
 from fabfile.core.retention import Decision, Policy, Snapshot, apply_policy, protect
 from fabfile.core.store import DELETING_PREFIX, Store
 from tests.unit.test_verify import put
@@ -229,7 +229,7 @@ def test_an_unchanged_backup_keeps_the_one_that_holds_its_bytes(host):
     holder = put(store, "env", {"zachot.env": b"A=1\n"}, at=day(1))
     put(store, "env", {"zachot.env": b"A=2\n"}, at=day(2))
     newest = put(store, "env", {"zachot.env": b"A=1\n"}, at=day(3), refs={"zachot.env": holder.id})
-    assert references(newest) == {holder.id}
+    assert newest.references() == {holder.id}
     done = prune_store(host, Policy(keep_last=1), apply=True)["env"]
     reasons = {d.id: d.reasons for d in done.decisions}
     assert reasons[holder.id] == (f"used by {newest.id}",)
@@ -244,7 +244,7 @@ def test_logs_archives_named_by_a_kept_index_are_kept(host):
     put(store, "logs", {"logs.tar.gz": b"y"}, at=day(2), meta={"archive": "logs.tar.gz"})
     entry = {"path": "api.log.1", "size": 1, "mtime": 1.0, "archive": first.id, "member": "a"}
     newest = put(store, "logs", {}, at=day(3), meta={"index": [entry]})
-    assert references(newest) == {first.id}
+    assert newest.references() == {first.id}
     prune_store(host, Policy(keep_last=1), kinds=("logs",), apply=True)
     assert ids(store, "logs") == [first.id, newest.id]
 
