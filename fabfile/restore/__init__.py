@@ -2,8 +2,8 @@
 
 from invoke import Collection
 
-from . import env, redis, units, unlock
+from . import env, redis, server, units, unlock
 
-ns = Collection("restore", env.env, units.units, redis.redis, unlock.unlock)
+ns = Collection("restore", env.env, units.units, redis.redis, server.server, unlock.unlock)
 # Seconds each service may take to pass its health gate after a start.
 ns.configure({"restore": {"health_timeout": 60}})

@@ -8,6 +8,7 @@ from ..errors import ZachotError
 from ..facts import gather
 from ..plan import Plan, Step
 from ..secrets import MASK, parse_env
+from ..store import BackupRef
 from . import steps
 from .context import RestoreContext
 from .diffs import env_key_diff
@@ -19,11 +20,11 @@ class EnvCheckFailed(ZachotError):
     pass
 
 
-def plan(ctx: RestoreContext, selector: str) -> Plan:
-    ref = ctx.backup("env", selector)
+def env_install(ctx: RestoreContext, ref: BackupRef) -> steps.Install:
+    """The env file of a backup, as it must land: 0600, owned by the service user."""
     record = find_record(ref, NAME)
     layout = ctx.host.layout
-    wanted = steps.Install(
+    return steps.Install(
         local=ctx.plaintext(ref, record),
         remote=layout.env_file,
         sha256=record.sha256,
@@ -31,7 +32,12 @@ def plan(ctx: RestoreContext, selector: str) -> Plan:
         owner=layout.service_user,
         group=layout.service_user,
     )
-    current = ctx.remote_bytes(layout.env_file)
+
+
+def plan(ctx: RestoreContext, selector: str) -> Plan:
+    ref = ctx.backup("env", selector)
+    wanted = env_install(ctx, ref)
+    current = ctx.remote_bytes(wanted.remote)
     diff = tuple(f"diff: {line}" for line in env_key_diff(current, wanted.local.read_bytes()))
     install = steps.install(ctx, f"put env backup {ref.id} of {ref.host} in place", [wanted])
     install = Step(install.name, install.title, install.actions + diff, install.run, install.done)
