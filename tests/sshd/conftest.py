@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import os
-import shutil
-import socket
 import subprocess
 import time
 from dataclasses import dataclass, replace
@@ -13,8 +11,7 @@ from pathlib import Path
 import pytest
 
 from fabfile.core.model import Host
-
-SSHD = shutil.which("sshd") or "/usr/sbin/sshd"
+from tests.sshd.helpers import SSHD, free_port, start_sshd
 
 
 @dataclass
@@ -38,12 +35,6 @@ class Sshd:
         return replace(self.host, known_hosts=path, **changes)
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def _keygen(path: Path) -> str:
     subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", str(path)], check=True)
     return path.with_suffix(".pub").read_text().split()[:2]
@@ -61,34 +52,15 @@ def sshd(tmp_path_factory: pytest.TempPathFactory) -> Sshd:
     host_key_type, host_key = _keygen(root / "host_key")
     _keygen(root / "client_key")
     (root / "authorized_keys").write_text((root / "client_key.pub").read_text())
-    port = _free_port()
-    log = root / "sshd.log"
-    (root / "sshd_config").write_text(
-        f"""Port {port}
-ListenAddress 127.0.0.1
-HostKey {root}/host_key
-AuthorizedKeysFile {root}/authorized_keys
-PidFile {root}/sshd.pid
-PermitRootLogin prohibit-password
-PasswordAuthentication no
-KbdInteractiveAuthentication no
-UsePAM no
-StrictModes no
-LogLevel VERBOSE
-Ciphers aes128-gcm@openssh.com,aes256-gcm@openssh.com,aes128-ctr,chacha20-poly1305@openssh.com
-"""
+    port = free_port()
+    proc, log = start_sshd(
+        root,
+        port,
+        root,
+        "LogLevel VERBOSE",
+        "Ciphers aes128-gcm@openssh.com,aes256-gcm@openssh.com,aes128-ctr,"
+        "chacha20-poly1305@openssh.com",
     )
-    Path("/run/sshd").mkdir(mode=0o755, exist_ok=True)
-    proc = subprocess.Popen([SSHD, "-D", "-e", "-f", str(root / "sshd_config"), "-E", str(log)])
-    deadline = time.monotonic() + 10
-    while True:
-        try:
-            socket.create_connection(("127.0.0.1", port), timeout=1).close()
-            break
-        except OSError:
-            if time.monotonic() > deadline or proc.poll() is not None:
-                raise RuntimeError(f"sshd did not start: {log.read_text()}") from None
-            time.sleep(0.05)
     known = root / "known_hosts"
     known.write_text(f"[127.0.0.1]:{port} {host_key_type} {host_key}\n")
     host = Host(

@@ -12,48 +12,13 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
-import yaml
 
 from fabfile.core.backups.planner import BackupFailed, back_up, context_for
-from fabfile.core.model import Host, Layout, StoreSettings
+from fabfile.core.model import Host, StoreSettings
 from fabfile.core.store import Store
+from tests.sshd.helpers import CANARY, ROOT, make_server, write_inventory
 
 pytestmark = pytest.mark.sshd
-
-CANARY = "canary-7f3e9a1b5c"
-ROOT = Path(__file__).resolve().parents[2]
-
-
-def make_server(base: Path) -> Layout:
-    """The runbook's layout, rooted in a temp dir on the sshd's machine."""
-    etc, units, logs, backups, repo = (base / d for d in ("etc", "units", "logs", "bk", "repo"))
-    for d in (etc, units / "zachot-api.service.d", logs, repo, repo / "infra"):
-        d.mkdir(parents=True)
-    env = etc / "zachot.env"
-    env.write_text(f"REDIS_URL=redis://127.0.0.1:6379/0\nWORKER_CONCURRENCY=2\nAPI_KEY={CANARY}\n")
-    env.chmod(0o600)
-    for unit in ("zachot-api.service", "zachot-worker.service"):
-        (units / unit).write_text(f"[Service]\nExecStart=/bin/true {unit}\n")
-    (units / "zachot-api.service.d" / "override.conf").write_text("[Service]\nNice=5\n")
-    (repo / "infra" / "zachot-api.service").write_text("[Service]\nExecStart=/bin/old\n")
-    (logs / "api.log").write_text("started\n" * 1000)
-    (logs / "api.log.1").write_text("yesterday\n" * 1000)
-    (base / "outside.txt").write_text("SHOULD-NOT-BE-ARCHIVED")
-    (logs / "link.log").symlink_to(base / "outside.txt")
-    git = ["git", "-C", str(repo), "-c", "user.name=t", "-c", "user.email=t@t"]
-    subprocess.run([*git[:3], "init", "-q"], check=True)
-    subprocess.run([*git, "add", "-A"], check=True)
-    subprocess.run([*git, "commit", "-qm", "init"], check=True)
-    subprocess.run([*git, "tag", "v1.0.0"], check=True)
-    return Layout(
-        root=str(base),
-        env_file=str(env),
-        unit_dir=str(units),
-        logs_dir=str(logs),
-        repo_dir=str(repo),
-        backup_dir=str(backups),
-        units_repo_dir="infra",
-    )
 
 
 @pytest.fixture
@@ -147,25 +112,6 @@ def test_missing_env_file_fails_and_leaves_store_as_it_was(host):
     assert store.latest("local", "env") is None
     assert store.latest("local", "units") is not None  # the other kind still ran
     assert not [p for p in (host.store.path / "local" / "env").iterdir()]
-
-
-def write_inventory(host: Host, path: Path) -> Path:
-    layout = {k: v for k, v in host.layout.__dict__.items() if k != "units"}
-    data = {
-        "all": {
-            "vars": {
-                "user": host.user,
-                "identity_file": str(host.identity_file),
-                "known_hosts": str(host.known_hosts),
-                "sudo": False,
-                "store": {"path": str(host.store.path)},
-                "layout": {k: list(v) if isinstance(v, tuple) else v for k, v in layout.items()},
-            },
-            "hosts": {"local": {"address": host.address, "port": host.port}},
-        }
-    }
-    path.write_text(yaml.safe_dump(data))
-    return path
 
 
 def test_cli_backup_all_then_list_never_shows_the_secret(host, tmp_path):

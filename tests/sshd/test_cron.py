@@ -32,7 +32,7 @@ from fabfile.core.crontab import SERVER_FILE, CrontabError, UserCrontab
 from fabfile.core.model import Host, StoreSettings
 from fabfile.core.store import Store
 from fabfile.core.transport import Transport
-from tests.sshd.test_backups import CANARY, make_server, write_inventory
+from tests.sshd.helpers import CANARY, make_server, write_inventory
 
 pytestmark = pytest.mark.sshd
 

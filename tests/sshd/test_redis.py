@@ -18,7 +18,6 @@ from pathlib import Path
 
 import pytest
 import redis
-import yaml
 
 from fabfile.core import dramatiq_queues, redis_access
 from fabfile.core.backups import redis as redis_backup
@@ -26,6 +25,7 @@ from fabfile.core.backups.planner import BackupFailed, back_up, context_for
 from fabfile.core.model import Host, Layout, RedisSettings, StoreSettings
 from fabfile.core.store import Store
 from fabfile.core.transport import Transport
+from tests.sshd.helpers import write_inventory
 
 pytestmark = pytest.mark.sshd
 
@@ -250,24 +250,6 @@ def test_password_from_the_url_is_used_and_never_shown(host, tmp_path):
         assert secret not in " ".join(plan.actions)
     finally:
         stop_redis(locked)
-
-
-def write_inventory(host: Host, path: Path) -> Path:
-    data = {
-        "all": {
-            "vars": {
-                "user": host.user,
-                "identity_file": str(host.identity_file),
-                "known_hosts": str(host.known_hosts),
-                "sudo": False,
-                "store": {"path": str(host.store.path)},
-                "redis": {"url": host.redis.url},
-            },
-            "hosts": {"local": {"address": host.address, "port": host.port}},
-        }
-    }
-    path.write_text(yaml.safe_dump(data))
-    return path
 
 
 def fab(args: list[str], inventory: Path) -> subprocess.CompletedProcess:

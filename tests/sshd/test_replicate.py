@@ -13,7 +13,6 @@ import secrets
 import socket
 import subprocess
 import sys
-import time
 from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -27,8 +26,7 @@ from fabfile.core.backups.planner import back_up, context_for
 from fabfile.core.errors import ExitCode, UsageError
 from fabfile.core.model import BackupSettings, Host, StoreSettings
 from fabfile.core.store import Store
-from tests.sshd.conftest import SSHD
-from tests.sshd.test_backups import CANARY, ROOT, make_server, write_inventory
+from tests.sshd.helpers import CANARY, ROOT, free_port, make_server, start_sshd, write_inventory
 
 pytestmark = pytest.mark.sshd
 
@@ -41,36 +39,14 @@ def vault(sshd, tmp_path_factory) -> tuple[Host, Path]:
     root = tmp_path_factory.mktemp("vault")
     home = root / "home"
     home.mkdir(mode=0o700)
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    (root / "sshd_config").write_text(
-        f"""Port {port}
-ListenAddress 127.0.0.1
-HostKey {sshd.root}/host_key
-AuthorizedKeysFile {sshd.root}/authorized_keys
-PidFile {root}/sshd.pid
-PermitRootLogin prohibit-password
-PasswordAuthentication no
-KbdInteractiveAuthentication no
-UsePAM no
-StrictModes no
-Subsystem sftp internal-sftp
-ForceCommand internal-sftp -d {home}
-"""
+    port = free_port()
+    proc, _log = start_sshd(
+        root,
+        port,
+        sshd.root,
+        "Subsystem sftp internal-sftp",
+        f"ForceCommand internal-sftp -d {home}",
     )
-    log = root / "sshd.log"
-    proc = subprocess.Popen([SSHD, "-D", "-e", "-f", str(root / "sshd_config"), "-E", str(log)])
-    deadline = time.monotonic() + 10
-    while True:
-        try:
-            socket.create_connection(("127.0.0.1", port), timeout=1).close()
-            break
-        except OSError:
-            if time.monotonic() > deadline or proc.poll() is not None:
-                proc.kill()
-                raise RuntimeError(f"vault sshd did not start: {log.read_text()}") from None
-            time.sleep(0.05)
     key = sshd.host.known_hosts.read_text().split(" ", 1)[1]
     known = root / "known_hosts"
     known.write_text(f"[127.0.0.1]:{port} {key}")

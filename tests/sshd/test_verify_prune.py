@@ -19,7 +19,7 @@ from fabfile.core.errors import ExitCode
 from fabfile.core.model import BackupSettings, Host, StoreSettings
 from fabfile.core.prune import prune_server_safely
 from fabfile.core.store import Store
-from tests.sshd.test_backups import CANARY, ROOT, make_server, write_inventory
+from tests.sshd.helpers import CANARY, ROOT, make_server, write_inventory
 
 pytestmark = pytest.mark.sshd
 
