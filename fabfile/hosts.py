@@ -5,6 +5,7 @@ from __future__ import annotations
 from invoke import Collection, task
 
 from .core import hostkeys, output
+from .core.errors import RemoteCommandError
 from .core.model import Host
 from .core.runner import confirm, guarded, load, run_per_host, target_hosts
 from .core.transport import Transport
@@ -45,6 +46,23 @@ def ping(c):
         return "reachable, host key verified"
 
     run_per_host(c, "hosts.ping", work, title="Reachability")
+
+
+@task(name="exec", help={"command": "the shell command to run on each host"})
+@guarded
+def exec_(c, command):
+    """Run a shell command on -H hosts over verified connections (the ad-hoc form)."""
+
+    def work(host: Host) -> str:
+        with Transport(host) as transport:
+            result = transport.run(["sh", "-c", command], check=False)
+        for line in (result.stdout + result.stderr).splitlines():
+            output.info(f"{host.name}: {line}")
+        if not result.ok:
+            raise RemoteCommandError(f"{host.name}: exited {result.exit_code}")
+        return "exit 0"
+
+    run_per_host(c, "hosts.exec", work, title="Command")
 
 
 @task
@@ -88,4 +106,4 @@ def ssh_config(c):
         print("\n".join(line for line in lines if line) + "\n")
 
 
-ns = Collection("hosts", list_, ping, trust, ssh_config)
+ns = Collection("hosts", list_, ping, exec_, trust, ssh_config)
