@@ -5,8 +5,8 @@ Collections stay thin: they parse arguments and hand over to fabfile.core.
 
 from invoke import Collection
 
-from . import backup, hosts, restore
+from . import backup, deploy, hosts, restore
 
-ns = Collection(backup.ns, hosts.ns, restore.ns)
+ns = Collection(backup.ns, deploy.ns, hosts.ns, restore.ns)
 # The inventory file; $ZACHOT_INVENTORY wins over this (see core/inventory.py).
 ns.configure({"zachot": {"inventory": None}})

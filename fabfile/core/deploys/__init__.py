@@ -1,0 +1,1 @@
+"""Deploys of one host: the history it keeps, the target a rollback picks, the plans."""
