@@ -74,24 +74,47 @@ def start(transport: Transport, services: Sequence[Service], *, timeout: float) 
         # A unit that crash-looped (e.g. on a corrupt dump) is refused by systemd's
         # start limit until its failed state is reset.
         transport.run(["systemctl", "reset-failed", service.unit], sudo=True, check=False)
+        restarts = unit_status(transport, service.unit)[1]
         transport.run(["systemctl", "start", service.unit], sudo=True)
-        said.append(
-            f"{service.unit}: {gate(transport, service, timeout=timeout, since_ms=since_ms)}"
-        )
+        passed = gate(transport, service, timeout=timeout, since_ms=since_ms, restarts=restarts)
+        said.append(f"{service.unit}: {passed}")
     return "; ".join(said)
 
 
-def gate(transport: Transport, service: Service, *, timeout: float, since_ms: int = 0) -> str:
+def unit_status(transport: Transport, unit: str) -> tuple[str, int]:
+    """ActiveState and NRestarts: a rising NRestarts means a crash loop."""
+    argv = ["systemctl", "show", "-p", "ActiveState", "-p", "NRestarts", "--", unit]
+    props = dict(
+        line.split("=", 1)
+        for line in transport.run(argv, check=False).stdout.splitlines()
+        if "=" in line
+    )
+    restarts = props.get("NRestarts", "0")
+    return props.get("ActiveState", "unknown"), int(restarts) if restarts.isdigit() else 0
+
+
+def gate(
+    transport: Transport,
+    service: Service,
+    *,
+    timeout: float,
+    since_ms: int = 0,
+    restarts: int | None = None,
+) -> str:
     checks: dict[str, Callable[[], str | None]] = {
         "redis": lambda: _redis_gate(transport, timeout),
         "worker": lambda: _worker_gate(transport, service, since_ms),
         "api": lambda: _api_gate(transport),
     }
-    return _poll(transport, service, checks[service.role], timeout)
+    return _poll(transport, service, checks[service.role], timeout, restarts)
 
 
 def _poll(
-    transport: Transport, service: Service, check: Callable[[], str | None], timeout: float
+    transport: Transport,
+    service: Service,
+    check: Callable[[], str | None],
+    timeout: float,
+    restarts: int | None,
 ) -> str:
     deadline = time.monotonic() + timeout
     last = "no answer"
@@ -102,11 +125,12 @@ def _poll(
                 return ok
         except RedisUnavailable as exc:
             last = exc.message
-        if time.monotonic() >= deadline:
-            state = states(transport, [service])[service.unit]
-            raise HealthGateFailed(
-                f"{service.unit} is not healthy after {timeout:g} s (unit {state}; {last})"
-            )
+        state, now_restarts = unit_status(transport, service.unit)
+        # Don't wait out the timeout for a unit that already died or restarts in a loop.
+        crashed = state == "failed" or (restarts is not None and now_restarts > restarts)
+        if crashed or time.monotonic() >= deadline:
+            why = "crashed" if crashed else f"is not healthy after {timeout:g} s"
+            raise HealthGateFailed(f"{service.unit} {why} (unit {state}; {last})")
         time.sleep(1.0)
 
 

@@ -25,7 +25,7 @@ RTO_TARGET = 20.0  # seconds; the runbook allows 5-15 min
 
 @pytest.fixture
 def prod2(fleet, monkeypatch):
-    """A fresh prod2; a crash-looping unit fails its health gate in 15 s instead of 60."""
+    """A fresh prod2; a gate that never passes gives up after 15 s instead of 60."""
     fleet.reset(BOX)
     monkeypatch.setenv("FABRIC_RESTORE_HEALTH_TIMEOUT", "15")
     booted = boot_id(fleet)
@@ -85,7 +85,7 @@ def test_bad_release_fails_at_a_health_gate_then_rollbacks_skip_the_bad_ref(prod
     assert release.returncode == 1
     # The bad code dies at import; the worker starts first, so its gate is the one that fails.
     assert "step 6 'start worker and wait for health' failed" in release.stderr
-    assert "zachot-worker.service is not healthy" in release.stderr
+    assert "zachot-worker.service crashed" in release.stderr  # seen at once, not at the timeout
     assert "recorded as failed" in release.stderr and "deploy.rollback" in release.stderr
     assert "KeyError: 'ZACHOT_FEATURE_FLAGS'" in release.stdout  # the error log's tail
     assert git(prod2, "rev-parse", "HEAD") == bad
