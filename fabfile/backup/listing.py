@@ -7,24 +7,9 @@ from datetime import UTC, datetime
 from invoke import task
 
 from ..core import output
+from ..core.output import human_age, human_size
 from ..core.runner import guarded, load, target_hosts
 from ..core.store import Store
-
-
-def _age(created: datetime, now: datetime) -> str:
-    seconds = int((now - created).total_seconds())
-    for unit, size in (("d", 86400), ("h", 3600), ("m", 60)):
-        if seconds >= size:
-            return f"{seconds // size}{unit}"
-    return f"{max(seconds, 0)}s"
-
-
-def _size(n: float) -> str:
-    for unit in ("B", "KiB", "MiB"):
-        if n < 1024:
-            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
-        n /= 1024
-    return f"{n:.1f} GiB"
 
 
 @task(name="list", help={"kind": "only this kind: env, units, logs or redis", "json": "as JSON"})
@@ -40,7 +25,7 @@ def list_(c, kind=None, json=False):
             "host": r.host,
             "kind": r.kind,
             "id": r.id,
-            "age": _age(r.created, now),
+            "age": human_age(r.created, now),
             "size": r.size,
             "files": len(r.manifest.files),
             # backup.verify writes verified.json beside the (immutable) manifest.
@@ -55,7 +40,7 @@ def list_(c, kind=None, json=False):
         f"Backups in the store ({len(rows)})",
         ["host", "kind", "id", "age", "size", "files", "verified"],
         [
-            (*(r[k] for k in ("host", "kind", "id", "age")), _size(r["size"]), r["files"],
+            (*(r[k] for k in ("host", "kind", "id", "age")), human_size(r["size"]), r["files"],
              "yes" if r["verified"] else "no")
             for r in rows
         ],

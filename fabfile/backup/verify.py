@@ -11,9 +11,9 @@ from ..core import output
 from ..core.errors import UsageError
 from ..core.manifest import KINDS
 from ..core.offsite import OffsiteState, newest_offsite
+from ..core.output import human_age
 from ..core.runner import first_call, guarded, load, target_hosts
 from ..core.verify import KindReport, VerificationFailed, verify_host
-from .listing import _age
 
 RESULT = {"ok": "ok", "failed": "FAILED", "missing": "MISSING", "absent": "–"}
 
@@ -33,7 +33,7 @@ def show(reports: list[KindReport]) -> None:
             r.host,
             r.kind,
             r.newest.id if r.newest else "-",
-            _age(r.newest.created, r.now) if r.newest else "-",
+            human_age(r.newest.created, r.now) if r.newest else "-",
             _checks_cell(r),
             RESULT[r.status],
         )

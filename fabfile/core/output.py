@@ -11,6 +11,7 @@ import os
 import sys
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
+from datetime import datetime
 from typing import Any
 
 from rich import box
@@ -90,3 +91,20 @@ def progress(label: str, total: int | None) -> Iterator[Callable[[int], None]]:
     with bar:
         task_id = bar.add_task(escape(mask(label)), total=total)
         yield lambda n: bar.advance(task_id, n)
+
+
+def human_age(created: datetime, now: datetime) -> str:
+    """3d, 5h, 12m, 40s: how long ago, for tables."""
+    seconds = int((now - created).total_seconds())
+    for unit, size in (("d", 86400), ("h", 3600), ("m", 60)):
+        if seconds >= size:
+            return f"{seconds // size}{unit}"
+    return f"{max(seconds, 0)}s"
+
+
+def human_size(n: float) -> str:
+    for unit in ("B", "KiB", "MiB"):
+        if n < 1024:
+            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
+        n /= 1024
+    return f"{n:.1f} GiB"

@@ -56,12 +56,12 @@ def recover(
                 return
             confirm(f"Run these {len(plan.steps)} steps on {host.name}?", yes=yes)
             with RemoteLock(transport, task_name):
-                _execute(ctx, plan, runbook_rto)
+                execute_recovery(ctx, plan, runbook_rto)
         finally:
             ctx.close()
 
 
-def _execute(ctx: RestoreContext, plan: plans.Plan, runbook_rto: str) -> None:
+def execute_recovery(ctx: RestoreContext, plan: plans.Plan, runbook_rto: str) -> None:
     try:
         results = plans.execute(plan)
     except plans.StepFailed as failure:

@@ -10,6 +10,7 @@ later calls of the same task in this process find it done and return.
 from __future__ import annotations
 
 import functools
+import os
 import sys
 import time
 from collections.abc import Callable
@@ -78,6 +79,10 @@ def guarded(fn: Callable[..., Any]) -> Callable[..., Any]:
         except KeyboardInterrupt:
             output.error("interrupted; nothing was left half-written")
             raise Exit(code=130) from None
+        except BrokenPipeError:
+            # The reader (e.g. `| head`) went away; what it read was complete.
+            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+            raise Exit(code=0) from None
 
     return wrapper
 

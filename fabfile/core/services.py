@@ -20,7 +20,7 @@ from .transport import Transport
 
 ROLES = ("redis", "worker", "api")
 
-_HEALTH = (
+HEALTH_PROBE = (
     "import sys, urllib.request as u\n"
     "try:\n"
     "    print(u.urlopen(sys.argv[1], timeout=5).status)\n"
@@ -154,7 +154,7 @@ def _worker_gate(transport: Transport, service: Service, since_ms: int) -> str |
 
 def _api_gate(transport: Transport) -> str | None:
     url = transport.host.layout.api_health_url
-    said = transport.run(["python3", "-c", _HEALTH, url], check=False).stdout.strip()
+    said = transport.run(["python3", "-c", HEALTH_PROBE, url], check=False).stdout.strip()
     return f"{url} -> 200" if said == "200" else None
 
 

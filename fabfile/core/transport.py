@@ -304,7 +304,10 @@ class Transport:
 
                 def sink(data: bytes) -> None:
                     digest.update(data)
-                    out.write(data)
+                    try:
+                        out.write(data)
+                    except OSError as exc:  # our disk, not the connection
+                        raise _local_write_error(local_path, exc) from None
                     adv(len(data))
 
                 ex = self._exchange(command, stdin=prefix + stdin, sink=sink, timeout=IDLE_TIMEOUT)
@@ -317,7 +320,7 @@ class Transport:
             _fsync_dir(local_path.parent)
             return trailer
         except OSError as exc:
-            raise TransferError(f"cannot write {local_path}: {exc.strerror or exc}") from None
+            raise _local_write_error(local_path, exc) from None
         finally:
             part.unlink(missing_ok=True)
 
@@ -423,6 +426,13 @@ def _remote_file(path: str, trailer: dict[str, Any]) -> RemoteFile:
         owner=trailer["owner"],
         group=trailer["group"],
         mtime=trailer["mtime"],
+    )
+
+
+def _local_write_error(path: Path, exc: OSError) -> TransferError:
+    return TransferError(
+        f"cannot write {path} on this machine: {exc.strerror or exc}; nothing was kept. "
+        "Free space there or point store.path elsewhere"
     )
 
 
