@@ -35,6 +35,17 @@ def parse_digests(stdout: str) -> dict[str, str]:
     return {path.strip(): sha for sha, path in pairs}
 
 
+def ownership(path: str) -> Fact[tuple[int, str, str] | None]:
+    """Mode, owner and group of a file; None when it is absent."""
+    script = 'test -f "$1" && stat -c "%a %U %G" -- "$1"; true'
+    return Fact(("sh", "-c", script, "sh", path), parse_ownership, sudo=True)
+
+
+def parse_ownership(stdout: str) -> tuple[int, str, str] | None:
+    fields = stdout.split()
+    return (int(fields[0], 8), fields[1], fields[2]) if len(fields) == 3 else None
+
+
 def _names(roles: tuple[str, ...]) -> str:
     return " and ".join(ROLE_NAMES[r] for r in roles)
 
@@ -71,20 +82,29 @@ def install(ctx: RestoreContext, title: str, files: list[Install]) -> Step:
         title,
         tuple(actions),
         run=lambda: _install(ctx, files),
-        done=lambda: all(_current(ctx, f) == f.sha256 for f in files),
+        done=lambda: all(_in_place(ctx, f) for f in files),
     )
 
 
-def _current(ctx: RestoreContext, f: Install) -> str | None:
-    return gather(ctx.transport, digests(f.remote)).get(f.remote)
+def _wanted_ownership(f: Install) -> tuple[int, str, str]:
+    return (f.mode, f.owner, f.group)
+
+
+def _in_place(ctx: RestoreContext, f: Install) -> bool:
+    same = gather(ctx.transport, digests(f.remote)).get(f.remote) == f.sha256
+    return same and gather(ctx.transport, ownership(f.remote)) == _wanted_ownership(f)
 
 
 def _install(ctx: RestoreContext, files: list[Install]) -> str:
-    kept, pushed = [], []
+    kept, pushed, fixed = [], [], []
     for f in files:
         found = gather(ctx.transport, digests(f.remote))
         current = found.get(f.remote)
         if current == f.sha256:
+            # Right bytes, maybe wrong mode or owner (an env file chmod'ed 644).
+            if gather(ctx.transport, ownership(f.remote)) != _wanted_ownership(f):
+                _set_ownership(ctx, f)
+                fixed.append(f.remote)
             continue
         already_kept = current is not None and current in (
             sha for path, sha in found.items() if path != f.remote
@@ -98,7 +118,14 @@ def _install(ctx: RestoreContext, files: list[Install]) -> str:
         ctx.transport.push(f.local, f.remote, mode=f.mode, owner=f.owner, group=f.group, sudo=True)
         pushed.append(f.remote)
     said = f"pushed {len(pushed)} file(s)"
+    said += f"; fixed mode/owner of {', '.join(fixed)}" if fixed else ""
     return said + (f"; kept {', '.join(kept)}" if kept else "")
+
+
+def _set_ownership(ctx: RestoreContext, f: Install) -> None:
+    script = 'chown -- "$2:$3" "$1" && chmod -- "$4" "$1"'
+    argv = ["sh", "-c", script, "sh", f.remote, f.owner, f.group, f"{f.mode:o}"]
+    ctx.transport.run(argv, sudo=True)
 
 
 def _ensure_parent(ctx: RestoreContext, f: Install) -> None:
