@@ -48,4 +48,25 @@ def demo(c):
         c.run(f"{BIN}/fab {command}", env=env)
 
 
-ns = Collection(test, lint, demo, sandbox)
+@task(
+    help={
+        "only": "figures to run, e.g. 2 or 1,3 (default: all five)",
+        "quick": "one repetition and a fifth of the data: a smoke run",
+        "reps": "repetitions per side (default 3)",
+    }
+)
+def bench(c, only=None, quick=False, reps=None):
+    """Benchmarks on the sandbox fleet; tables in bench/results/ (see bench/README.md).
+
+    Exits 1 when a figure misses its target or fails; the table says which."""
+    from invoke.exceptions import Exit
+
+    args = [f"{BIN}/python", "-m", "bench"] + (["--only", only] if only else [])
+    args += (["--quick"] if quick else []) + (["--reps", str(reps)] if reps else [])
+    with c.cd(str(ROOT)):
+        result = c.run(shlex.join(args), pty=False, warn=True)
+    if result.exited:
+        raise Exit(code=result.exited)
+
+
+ns = Collection(test, lint, demo, bench, sandbox)
