@@ -15,18 +15,18 @@ import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from urllib.parse import parse_qs, unquote, urlsplit
 
 import paramiko
-import redis
 from invoke.exceptions import ThreadException
-from redis.backoff import NoBackoff
-from redis.retry import Retry
 
 from . import output, secrets
 from .errors import UsageError, ZachotError
 from .transport import Transport
+
+if TYPE_CHECKING:  # the client library loads only when a task talks to Redis
+    import redis
 
 DEFAULT_PORT = 6379
 # Waiting for the tunnel's listener to bind; Fabric starts it in a thread.
@@ -133,6 +133,8 @@ def open_redis(transport: Transport, *, timeout: float = 10.0) -> Iterator[redis
     Any redis error inside the block becomes a RedisUnavailable naming the host.
     The client is closed and the tunnel torn down on the way out.
     """
+    import redis
+
     target = parse_url(transport.host.redis.url)
     where = describe(transport)
     _probe(transport, target, where, timeout)
@@ -174,6 +176,8 @@ def wait_until_up(transport: Transport, *, timeout: float, interval: float = 0.5
 
 def server(client: redis.Redis, *, fallback_dir: str) -> RedisServer:
     """Version, size and the data files; CONFIG GET when allowed, else the inventory's dir."""
+    import redis
+
     info = client.info()
     try:
         config = client.config_get("dir") | client.config_get("dbfilename")
@@ -195,6 +199,8 @@ def server(client: redis.Redis, *, fallback_dir: str) -> RedisServer:
 
 def explain(exc: Exception, where: str, timeout: float) -> RedisUnavailable:
     """One line for a redis-py error; never the local tunnel port, which means nothing."""
+    import redis
+
     text = str(exc)
     if isinstance(exc, redis.AuthenticationError) or "NOAUTH" in text or "WRONGPASS" in text:
         why = "authentication failed; give the password in redis.url (redis://:PASSWORD@host)"
@@ -245,6 +251,10 @@ def _probe(transport: Transport, target: RedisTarget, where: str, timeout: float
 
 
 def _client(target: RedisTarget, port: int, timeout: float) -> redis.Redis:
+    import redis
+    from redis.backoff import NoBackoff
+    from redis.retry import Retry
+
     return redis.Redis(
         host="127.0.0.1",
         port=port,
@@ -262,6 +272,8 @@ def _client(target: RedisTarget, port: int, timeout: float) -> redis.Redis:
 
 def _ping(client: redis.Redis, timeout: float) -> None:
     """PING, retrying only while the tunnel's listener is not bound yet."""
+    import redis
+
     deadline = time.monotonic() + min(LISTEN_WAIT, timeout)
     while True:
         try:

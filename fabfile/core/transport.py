@@ -9,6 +9,7 @@ agree, so an interrupted transfer never leaves a partial file under its name.
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import json
 import logging
@@ -16,6 +17,8 @@ import os
 import secrets as random_names
 import shlex
 import socket
+import tarfile
+import tempfile
 import threading
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
@@ -73,6 +76,12 @@ class RemoteFile:
     owner: str
     group: str
     mtime: float
+
+
+@dataclass(frozen=True)
+class PulledFile:
+    remote: RemoteFile
+    data: bytes
 
 
 @dataclass(frozen=True)
@@ -163,15 +172,21 @@ class Transport:
 
     def _connect_error(self, conn: Connection, exc: Exception) -> ConnectError:
         where = f"{self.host.name} ({conn.host}:{conn.port})"
+        seconds = self.host.connect_timeout
         if isinstance(exc, socket.timeout | TimeoutError):
-            seconds = self.host.connect_timeout
             why = f"no answer in {seconds:g} s; is the box up, is the address right?"
         elif isinstance(exc, paramiko.AuthenticationException):
             why = f"authentication failed for user {conn.user!r}; check user and identity_file"
+        elif _unreachable(exc):
+            why = "host unreachable (no route, or no reply); is the box up, is the address right?"
         elif isinstance(exc, paramiko.ssh_exception.NoValidConnectionsError | ConnectionError):
             why = "connection refused; is sshd running and is the port right?"
         elif isinstance(exc, socket.gaierror):
             why = f"cannot resolve {conn.host!r}; check address in the inventory"
+        elif isinstance(exc, paramiko.SSHException) and str(exc) in _HANDSHAKE_STALLED:
+            # The port took the connection but no SSH handshake finished: a hung
+            # sshd, an overloaded box, or a port that is not SSH at all.
+            why = f"no SSH handshake in {seconds:g} s; is sshd hung, is the port right?"
         else:
             why = f"{type(exc).__name__}: {exc}"
         return ConnectError(f"{where}: {why}")
@@ -222,16 +237,19 @@ class Transport:
         if probe.exit_code == 0:
             self._sudo_mode = "nopasswd"
             return self._sudo_mode
-        said = probe.stderr.decode("utf-8", "replace")
         user = self.connection.user
-        if "not in the sudoers" in said or "not allowed" in said:
-            raise SudoError(f"{self.host.name}: user {user!r} may not use sudo; ask an admin")
+        not_allowed = SudoError(f"{self.host.name}: user {user!r} may not use sudo; ask an admin")
+        if _sudo_refused(probe.stderr):
+            raise not_allowed
         if not self._sudo_password:
             raise SudoError(
                 f"{self.host.name}: sudo needs a password for {user!r}; set sudo_password_env "
                 "in the inventory or pass fab --prompt-for-sudo-password"
             )
         check = self._exchange("sudo -k -S -p '' -v", stdin=self._password_line(), timeout=None)
+        # sudo -n asks a non-sudoer for a password too; only -v says "may not run sudo".
+        if _sudo_refused(check.stderr):
+            raise not_allowed
         if check.exit_code != 0:
             raise SudoError(f"{self.host.name}: sudo password rejected for {user!r}")
         self._sudo_mode = "password"
@@ -244,6 +262,23 @@ class Transport:
         """Copy one remote file to local_path; return what the server saw."""
         trailer = self._pull(["read", remote_path], local_path, sudo, label or remote_path)
         return _remote_file(remote_path, trailer)
+
+    def pull_small_files(
+        self, required: Sequence[str], optional: Sequence[str] = (), *, sudo: bool = False
+    ) -> dict[str, PulledFile]:
+        """Several small files in one round trip; optional entries may be globs.
+
+        A missing required file fails the whole call; optional ones are simply absent.
+        """
+        with tempfile.TemporaryDirectory(prefix="zachot-pull-") as scratch:
+            archive = Path(scratch) / "files.tar"
+            self._pull(["pack", *required, "--", *optional], archive, sudo, "files")
+            with tarfile.open(archive) as tar:
+                return {
+                    f"/{m.name}": _pulled(m, tar.extractfile(m).read())
+                    for m in tar.getmembers()
+                    if m.isfile()
+                }
 
     def pull_stream(
         self,
@@ -413,6 +448,23 @@ def _drain_stderr(chan: paramiko.Channel, into: list[bytes]) -> None:
         pass
 
 
+# What paramiko raises when banner_timeout or the connect timeout ends a handshake.
+_HANDSHAKE_STALLED = frozenset({"Error reading SSH protocol banner", "No existing session"})
+
+
+def _unreachable(exc: Exception) -> bool:
+    """No route or no ARP reply: paramiko raises NoValidConnectionsError for it, as for refused."""
+    found = getattr(exc, "errors", None)
+    errors = list(found.values()) if isinstance(found, dict) else [exc]
+    codes = {getattr(e, "errno", None) for e in errors}
+    return bool(codes) and codes <= {errno.EHOSTUNREACH, errno.ENETUNREACH}
+
+
+def _sudo_refused(stderr: bytes) -> bool:
+    said = stderr.decode("utf-8", "replace")
+    return any(s in said for s in ("not in the sudoers", "not allowed", "may not run sudo"))
+
+
 def _agent(argv: Sequence[str]) -> list[str]:
     return ["python3", "-c", AGENT_SOURCE, *argv]
 
@@ -434,6 +486,14 @@ def _local_write_error(path: Path, exc: OSError) -> TransferError:
         f"cannot write {path} on this machine: {exc.strerror or exc}; nothing was kept. "
         "Free space there or point store.path elsewhere"
     )
+
+
+def _pulled(member: tarfile.TarInfo, data: bytes) -> PulledFile:
+    digest = hashlib.sha256(data).hexdigest()
+    remote = RemoteFile(
+        f"/{member.name}", digest, len(data), member.mode, member.uname, member.gname, member.mtime
+    )
+    return PulledFile(remote, data)
 
 
 def _sha256_file(path: Path) -> str:

@@ -9,15 +9,16 @@ plaintext only passes through a 0600 scratch file that is gone before commit.
 
 from __future__ import annotations
 
+import os
 import secrets
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, replace
 from typing import Any
 
 from .. import crypto
 from ..manifest import FileRecord
 from ..store import BackupRef, StagedBackup
-from ..transport import RemoteFile
+from ..transport import PulledFile, RemoteFile
 from .context import BackupContext, record_for
 
 
@@ -40,8 +41,12 @@ def pull_files(
     wanted: Sequence[Wanted],
     *,
     describe: Callable[[dict[str, bytes]], dict[str, Any]] = lambda contents: {},
+    fetched: Mapping[str, PulledFile] | None = None,
 ) -> FilesBackup:
-    """Pull every wanted file; commit the backup only if all of them arrived."""
+    """Pull every wanted file; commit the backup only if all of them arrived.
+
+    `fetched` holds files already pulled in one round trip (small ones, e.g. units).
+    """
     host = ctx.host.name
     recipients = crypto.recipients_for(ctx.host, kind)
     new: list[str] = []
@@ -50,7 +55,12 @@ def pull_files(
         contents: dict[str, bytes] = {}
         for item in wanted:
             name = crypto.stored_name(item.name, encrypted=bool(recipients))
-            remote, contents[item.name] = _pull(ctx, staged, item, name, encrypted=bool(recipients))
+            if fetched is not None:
+                remote, contents[item.name] = _place(staged, fetched[item.source], name, recipients)
+            else:
+                remote, contents[item.name] = _pull(
+                    ctx, staged, item, name, encrypted=bool(recipients)
+                )
             held_by = _holder(ctx, kind, name, remote.sha256, recipients)
             if held_by is None:
                 staged.add(_store_new(staged, name, remote, contents[item.name], recipients))
@@ -81,6 +91,19 @@ def _pull(
         return remote, scratch.read_bytes()
     finally:
         scratch.unlink(missing_ok=True)
+
+
+def _place(
+    staged: StagedBackup, pulled: PulledFile, name: str, recipients: Sequence[str]
+) -> tuple[RemoteFile, bytes]:
+    """A file pulled with others: its bytes go to their place (encrypted ones later)."""
+    if not recipients:
+        fd = os.open(staged.target(name), os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        with os.fdopen(fd, "wb") as out:
+            out.write(pulled.data)
+            out.flush()
+            os.fsync(out.fileno())
+    return pulled.remote, pulled.data
 
 
 def _store_new(

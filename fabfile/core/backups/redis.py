@@ -12,15 +12,16 @@ from __future__ import annotations
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from typing import Any
-
-import redis
+from typing import TYPE_CHECKING, Any
 
 from .. import crypto, dramatiq_queues, output, redis_access, runner
 from ..errors import ZachotError
 from ..plan import Step
 from .context import BackupContext
 from .files import Wanted, pull_files, summary
+
+if TYPE_CHECKING:
+    import redis
 
 NAME = "dump.rdb"  # the name in the store, whatever dbfilename says
 RDB_MAGIC = b"REDIS"
@@ -83,6 +84,8 @@ def take_snapshot(
     sleep: Callable[[float], None] = time.sleep,
 ) -> SaveState:
     """BGSAVE and wait for it; Redis keeps serving meanwhile."""
+    import redis
+
     deadline = clock() + timeout
 
     def state() -> SaveState:

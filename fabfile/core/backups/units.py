@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
-import hashlib
 import posixpath
+from collections.abc import Mapping
 
-from .. import facts, output
+from .. import output
 from ..plan import Step
+from ..transport import PulledFile
 from .context import BackupContext
 from .files import Wanted, pull_files, summary
 
@@ -22,41 +23,53 @@ def step(ctx: BackupContext) -> Step:
     return Step("units", "back up the systemd units", tuple(actions), run=lambda: run(ctx))
 
 
-def wanted(ctx: BackupContext) -> list[Wanted]:
-    layout = ctx.host.layout
-    found: list[Wanted] = []
-    for unit in layout.units:
-        found.append(Wanted(unit, posixpath.join(layout.unit_dir, unit)))
-        drop_in_dir = posixpath.join(layout.unit_dir, f"{unit}.d")
-        for entry in facts.gather(
-            ctx.transport, facts.regular_files(drop_in_dir, pattern="*.conf", depth=1)
-        ):
-            name = f"{unit}.d{DROP_IN_SEPARATOR}{entry.name}"
-            found.append(Wanted(name, posixpath.join(drop_in_dir, entry.name)))
-    return found
+def unit_paths(ctx: BackupContext) -> dict[str, str]:
+    return {u: posixpath.join(ctx.host.layout.unit_dir, u) for u in ctx.host.layout.units}
 
 
-def drift(ctx: BackupContext, contents: dict[str, bytes]) -> dict[str, str]:
-    """Per unit: same, differs, or missing in the repo (runbook: keep units in infra/)."""
+def repo_paths(ctx: BackupContext) -> dict[str, str]:
     layout = ctx.host.layout
     if not layout.units_repo_dir:
         return {}
+    return {u: posixpath.join(layout.repo_dir, layout.units_repo_dir, u) for u in layout.units}
+
+
+def wanted(ctx: BackupContext, pulled: Mapping[str, PulledFile]) -> list[Wanted]:
+    """Each unit, then the drop-ins the server had for it."""
+    found: list[Wanted] = []
+    for unit, path in unit_paths(ctx).items():
+        found.append(Wanted(unit, path))
+        drop_ins = sorted(p for p in pulled if posixpath.dirname(p) == f"{path}.d")
+        found += [
+            Wanted(f"{unit}.d{DROP_IN_SEPARATOR}{posixpath.basename(p)}", p) for p in drop_ins
+        ]
+    return found
+
+
+def drift(ctx: BackupContext, pulled: Mapping[str, PulledFile]) -> dict[str, str]:
+    """Per unit: same, differs, or missing in the repo (runbook: keep units in infra/)."""
+    live = unit_paths(ctx)
     report: dict[str, str] = {}
-    for unit in layout.units:
-        path = posixpath.join(layout.repo_dir, layout.units_repo_dir, unit)
-        out = ctx.transport.run(["sha256sum", "--", path], sudo=True, check=False)
-        if not out.ok:
+    for unit, path in repo_paths(ctx).items():
+        if path not in pulled:
             report[unit] = "missing in repo"
-            continue
-        live = hashlib.sha256(contents[unit]).hexdigest()
-        report[unit] = "same" if out.stdout.split()[0] == live else "differs"
+        else:
+            same = pulled[path].remote.sha256 == pulled[live[unit]].remote.sha256
+            report[unit] = "same" if same else "differs"
     return report
 
 
 def run(ctx: BackupContext) -> str:
-    items = wanted(ctx)
-    result = pull_files(ctx, "units", items, describe=lambda c: {"drift": drift(ctx, c)})
-    drifted = {u: s for u, s in result.ref.manifest.meta["drift"].items() if s != "same"}
+    # One round trip: the units, their drop-ins and the repo's copies.
+    globs = [f"{path}.d/*.conf" for path in unit_paths(ctx).values()]
+    pulled = ctx.transport.pull_small_files(
+        list(unit_paths(ctx).values()), [*globs, *repo_paths(ctx).values()], sudo=True
+    )
+    report = drift(ctx, pulled)
+    result = pull_files(
+        ctx, "units", wanted(ctx, pulled), describe=lambda _c: {"drift": report}, fetched=pulled
+    )
+    drifted = {u: s for u, s in report.items() if s != "same"}
     for unit, state in drifted.items():
         output.warn(f"{ctx.host.name}: {unit} drifts from the repo's copy: {state}")
     return summary(result) + (f"; drift: {len(drifted)}" if drifted else "")
