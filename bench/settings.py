@@ -12,6 +12,9 @@ MB = 1_000_000
 
 # The boxes this bench may fill and clean (other agents use prod..prod4 and new-box).
 OWN_BOX = "prod5"
+# Figure 6 breaks and recovers these; both are reset afterwards.
+RTO_BOX = "prod7"
+SCRATCH_BOX = "new-box"
 FLEET = {
     1: ("prod5",),
     4: ("prod5", "prod6", "prod7", "prod8"),

@@ -1,5 +1,5 @@
-"""The five figures of issue 4, one module each; FIGURES maps the figure number to it."""
+"""The figures of issues 4 (1-5) and 5 (6: RTO), one module each; FIGURES maps number to module."""
 
-from . import backup_all, fleet, logs, memory, pull
+from . import backup_all, fleet, logs, memory, pull, rto
 
-FIGURES = {1: backup_all, 2: pull, 3: logs, 4: fleet, 5: memory}
+FIGURES = {1: backup_all, 2: pull, 3: logs, 4: fleet, 5: memory, 6: rto}
