@@ -23,7 +23,10 @@ def test(c, unit=False, k=None):
     """Run the tests: unit, sshd (real OpenSSH) and integration (sandbox fleet)."""
     args = ["-m", "unit"] if unit else []
     args += ["-k", k] if k else []
-    c.run(shlex.join([f"{BIN}/pytest", *args]), pty=False)
+    # python -m: the fault report plugin is imported from the checkout.
+    report = ["-p", "tests.integration.faults.report"]
+    with c.cd(str(ROOT)):
+        c.run(shlex.join([f"{BIN}/python", "-m", "pytest", *report, *args]), pty=False)
 
 
 @task
@@ -69,4 +72,18 @@ def bench(c, only=None, quick=False, reps=None):
         raise Exit(code=result.exited)
 
 
-ns = Collection(test, lint, demo, bench, sandbox)
+@task(help={"k": "pytest -k expression (e.g. sudo)"})
+def faults(c, k=None):
+    """The fault suite on the sandbox fleet (tests/integration/faults), then its report:
+    one row per fault class with the cases tried and survived, in Markdown."""
+    from invoke.exceptions import Exit
+
+    args = [f"{BIN}/python", "-m", "pytest", "-p", "tests.integration.faults.report"]
+    args += ["tests/integration/faults"] + (["-k", k] if k else [])
+    with c.cd(str(ROOT)):  # python -m: the report plugin is imported from the checkout
+        result = c.run(shlex.join(args), pty=False, warn=True)
+    if result.exited:
+        raise Exit(code=result.exited)
+
+
+ns = Collection(test, lint, demo, bench, faults, sandbox)

@@ -187,11 +187,14 @@ def find_record(ref: BackupRef, name: str) -> FileRecord:
     return record
 
 
-def open_backup_file(store: Store, ref: BackupRef, name: str, host: Host) -> bytes:
+def open_backup_file(
+    store: Store, ref: BackupRef, name: str, host: Host, *, checked: bool = True
+) -> bytes:
     """The plaintext of a backed-up file, checked against both manifest hashes.
 
     For verify and restore: works whether or not the file is encrypted, and
-    follows `stored_in` to the backup that holds unchanged content.
+    follows `stored_in` to the backup that holds unchanged content. checked=False
+    (a forced restore) skips the hash comparisons, never the decryption.
     """
     record = find_record(ref, name)
     path = store.file_path(ref, record.name)
@@ -200,11 +203,11 @@ def open_backup_file(store: Store, ref: BackupRef, name: str, host: Host) -> byt
         data = path.read_bytes()
     except OSError as exc:
         raise StoreError(f"cannot read {path}: {exc.strerror or exc}") from None
-    if hashlib.sha256(data).hexdigest() != stored_sha256(record):
+    if checked and hashlib.sha256(data).hexdigest() != stored_sha256(record):
         raise StoreError(f"{where}: checksum does not match the manifest; the store is damaged")
     if not is_encrypted(record):
         return data
     plaintext = decrypt(data, host.backup.age_identity, what=where)
-    if hashlib.sha256(plaintext).hexdigest() != record.sha256:
+    if checked and hashlib.sha256(plaintext).hexdigest() != record.sha256:
         raise CryptoError(f"{where}: decrypted content does not match the manifest's sha256")
     return plaintext

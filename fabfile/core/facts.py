@@ -20,10 +20,12 @@ class Fact(Generic[T]):
     argv: tuple[str, ...]
     parse: Callable[[str], T]
     sudo: bool = False
+    errors: str = "replace"  # how stdout is decoded (see Transport.run)
 
 
 def gather(transport: Transport, fact: Fact[T]) -> T:
-    return fact.parse(transport.run(fact.argv, sudo=fact.sudo, check=False).stdout)
+    said = transport.run(fact.argv, sudo=fact.sudo, check=False, errors=fact.errors)
+    return fact.parse(said.stdout)
 
 
 @dataclass(frozen=True)
@@ -55,11 +57,14 @@ class RemoteEntry:
 
 
 def regular_files(directory: str, *, pattern: str = "*", depth: int | None = None) -> Fact:
-    """Regular files only: symlinks are neither followed nor listed."""
+    """Regular files only: symlinks are neither followed nor listed.
+
+    Names keep their exact bytes (surrogateescape): a file named in Latin-1 must reach
+    tar as it is on disk. Encode them back with "surrogateescape"."""
     argv = ["find", directory, "-mindepth", "1"]
     argv += ["-maxdepth", str(depth)] if depth else []
     argv += ["-type", "f", "-name", pattern, "-printf", r"%P\0%s\0%T@\0"]
-    return Fact(tuple(argv), parse_entries, sudo=True)
+    return Fact(tuple(argv), parse_entries, sudo=True, errors="surrogateescape")
 
 
 def parse_entries(stdout: str) -> list[RemoteEntry]:

@@ -117,7 +117,10 @@ class Vault:
         return transport is not None and transport.is_active()
 
     def fail(self, path: str, exc: BaseException) -> TransferError:
-        why = getattr(exc, "strerror", None) or str(exc) or type(exc).__name__
+        if isinstance(exc, EOFError) or not self.alive():  # paramiko's word for a dead link
+            why = "connection lost"
+        else:
+            why = getattr(exc, "strerror", None) or str(exc) or type(exc).__name__
         return TransferError(f"{self.name}: {path}: {why}")
 
     def listdir(self, path: str) -> list[paramiko.SFTPAttributes]:

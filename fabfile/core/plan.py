@@ -14,6 +14,8 @@ from dataclasses import dataclass, field
 from . import output
 from .errors import ZachotError
 
+SKIPPED = "already done, skipped"  # the detail of a step whose done-check passed
+
 
 @dataclass(frozen=True)
 class Step:
@@ -68,7 +70,7 @@ def execute(plan: Plan, *, keep_going: bool = False) -> list[StepResult]:
     for step in plan.steps:
         started = time.monotonic()
         try:
-            detail = "already done, skipped" if step.done and step.done() else step.run()
+            detail = SKIPPED if step.done and step.done() else step.run()
             results.append(StepResult(step, True, detail, time.monotonic() - started))
         except ZachotError as exc:
             failed = StepResult(step, False, exc.message, time.monotonic() - started)

@@ -3,65 +3,110 @@
 Every recovery task goes through recover(); the steps come from
 fabfile/core/restores/. Re-running after a failure is safe: steps whose work is
 already there are skipped, and replaced files were kept as *.pre-restore.*.
+The pieces (one_host, restore_context, run_recovery) also serve tasks that do
+more around a recovery on the same connection, like drill.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 
 from invoke import Context
 
 from . import plan as plans
 from .errors import ExitCode, UsageError, ZachotError
+from .inventory import Inventory
+from .model import Host
 from .remote_lock import RemoteLock
 from .restores.context import RestoreContext
 from .runner import confirm, first_call, load, target_hosts
 from .store import Store
 from .transport import Transport
 
+Build = Callable[[RestoreContext], plans.Plan]
+HEALTH_TIMEOUT = 60.0  # seconds; restore.health_timeout in the config overrides it
+
 
 def recover(
     c: Context,
     task_name: str,
-    build: Callable[[RestoreContext], plans.Plan],
+    build: Build,
     *,
     source: str | None,
     yes: bool,
     dry_run: bool,
     runbook_rto: str,
+    force: bool = False,
 ) -> None:
     if not first_call(task_name):
         return
     inventory = load(c)
+    host = one_host(c, inventory, task_name)
+    origin = inventory.host(source) if source else host
+    with restore_context(c, host, origin, force=force) as ctx:
+        run_recovery(ctx, task_name, build, yes=yes, dry_run=dry_run, runbook_rto=runbook_rto)
+
+
+def one_host(c: Context, inventory: Inventory, task_name: str) -> Host:
+    """The single host -H names; a recovery never runs on several at once."""
     hosts = target_hosts(c, inventory)
     if len(hosts) != 1:
         names = ", ".join(h.name for h in hosts)
         raise UsageError(f"{task_name} recovers one host at a time; -H gave {names}")
-    host = hosts[0]
-    origin = inventory.host(source) if source else host
+    return hosts[0]
+
+
+@contextmanager
+def restore_context(
+    c: Context, host: Host, origin: Host, *, force: bool = False
+) -> Iterator[RestoreContext]:
+    """One connection to `host`, restoring `origin`'s backups; the workdir is removed after."""
     password = c.config.get("sudo", {}).get("password")
+    restore = c.config.get("restore", {})
     with Transport(host, sudo_password=password) as transport:
         ctx = RestoreContext(
             host,
             transport,
             Store(origin.store.path),
             origin.name,
-            health_timeout=float(c.config.restore.health_timeout),
+            # Root tasks (drill) do not see the restore collection's config.
+            health_timeout=float(restore.get("health_timeout", HEALTH_TIMEOUT)),
             origin=origin,
+            force=force,
         )
         try:
-            plan = build(ctx)
-            plans.show([plan], dry_run=dry_run)
-            if dry_run:
-                return
-            confirm(f"Run these {len(plan.steps)} steps on {host.name}?", yes=yes)
-            with RemoteLock(transport, task_name):
-                execute_recovery(ctx, plan, runbook_rto)
+            yield ctx
         finally:
             ctx.close()
 
 
-def execute_recovery(ctx: RestoreContext, plan: plans.Plan, runbook_rto: str) -> None:
+def run_recovery(
+    ctx: RestoreContext,
+    task_name: str,
+    build: Build,
+    *,
+    yes: bool,
+    dry_run: bool,
+    runbook_rto: str,
+    question: str | None = None,
+) -> list[plans.StepResult]:
+    """Build and show the plan; unless dry_run, confirm, lock the host and execute it.
+
+    Returns the timed results (none on a dry run); a failed step raises RecoveryFailed.
+    """
+    plan = build(ctx)
+    plans.show([plan], dry_run=dry_run)
+    if dry_run:
+        return []
+    confirm(question or f"Run these {len(plan.steps)} steps on {ctx.host.name}?", yes=yes)
+    with RemoteLock(ctx.transport, task_name):
+        return execute_recovery(ctx, plan, runbook_rto)
+
+
+def execute_recovery(
+    ctx: RestoreContext, plan: plans.Plan, runbook_rto: str
+) -> list[plans.StepResult]:
     try:
         results = plans.execute(plan)
     except plans.StepFailed as failure:
@@ -72,11 +117,22 @@ def execute_recovery(ctx: RestoreContext, plan: plans.Plan, runbook_rto: str) ->
             f"*.pre-restore.{ctx.stamp}. Fix the cause and re-run the same command: "
             "finished steps are skipped",
             failure.exit_code,
+            plan,
+            failure.results,
         ) from None
     plans.report(plan, results, target=runbook_rto)
+    return results
 
 
 class RecoveryFailed(ZachotError):
-    def __init__(self, message: str, exit_code: ExitCode) -> None:
+    def __init__(
+        self,
+        message: str,
+        exit_code: ExitCode,
+        plan: plans.Plan | None = None,
+        results: list[plans.StepResult] | None = None,
+    ) -> None:
         super().__init__(message)
         self.exit_code = exit_code
+        # What ran before the failure (the failed step last), for callers that report it.
+        self.plan, self.results = plan, results or []

@@ -7,10 +7,14 @@ text through mask() before it is printed, logged or written as JSON.
 from __future__ import annotations
 
 import io
+import logging
 import threading
 from dataclasses import dataclass
 
 from dotenv import dotenv_values
+
+# python-dotenv logs unparsable lines to stderr past output.py; verify reports their numbers.
+logging.getLogger("dotenv.main").setLevel(logging.ERROR)
 
 MASK = "********"
 # Short values and plain numbers ("2", "true", "8000") are counts, flags and
@@ -49,10 +53,20 @@ def mask(text: str) -> str:
     return text
 
 
-def parse_env(data: bytes, required: tuple[str, ...] = ()) -> EnvSummary:
-    """Parse an env file with python-dotenv, register its values, return key names only."""
+def env_values(data: bytes) -> dict[str, str]:
+    """The KEY=value assignments of an env file (python-dotenv), every value registered.
+
+    A line without '=' (the tail of an unquoted multi-line value, a PEM key's body)
+    comes back from python-dotenv as a key with no value: it is a piece of a secret,
+    so its text is registered too and it is never listed as a key."""
     text = data.decode("utf-8", errors="replace").lstrip("\ufeff")
     values = dotenv_values(stream=io.StringIO(text))
-    register(v for v in values.values() if v is not None)
+    register(key if value is None else value for key, value in values.items())
+    return {key: value for key, value in values.items() if value is not None}
+
+
+def parse_env(data: bytes, required: tuple[str, ...] = ()) -> EnvSummary:
+    """Parse an env file with python-dotenv, register its values, return key names only."""
+    values = env_values(data)
     keys = tuple(values)
     return EnvSummary(keys=keys, missing=tuple(k for k in required if k not in values))

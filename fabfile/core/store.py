@@ -52,6 +52,8 @@ STAGING_PREFIX = ".staging-"
 DELETING_PREFIX = ".deleting-"
 # Written by backup.verify beside the (immutable) manifest.
 VERIFIED_NAME = "verified.json"
+# Drill reports (core/drill/) beside the kinds: <root>/<host>/drills/<id>.md and .json.
+DRILLS_DIR = "drills"
 STAGING_MAX_AGE = timedelta(hours=1)
 MAX_SUFFIX = 999  # the id regex allows -1 .. -999
 MAX_MANIFEST_BYTES = 64 * 1024 * 1024
@@ -115,7 +117,7 @@ class Store:
         _check_host(host)
         _check_kind(kind)
         moment = _utc(now)
-        kind_dir = self._ensure_kind_dir(host, kind)
+        kind_dir = self._ensure_host_dir(host, kind)
         self.cleanup_staging()
         backup_id = _next_id(kind_dir, moment.strftime("%Y%m%dT%H%M%SZ"))
         staging = kind_dir / f"{STAGING_PREFIX}{backup_id}-{secrets.token_hex(8)}"
@@ -185,6 +187,19 @@ class Store:
             return parse_utc(data["verified_at"])
         except (OSError, ValueError, TypeError, KeyError):
             return None
+
+    def write_drill_file(self, host: str, name: str, text: str) -> Path:
+        """Write one drill report file (0600, in 0700 directories) atomically; its path."""
+        _check_host(host)
+        _check_name(name)
+        target = self._ensure_host_dir(host, DRILLS_DIR) / name
+        _write_atomic(target, text)
+        _fsync_dir(target.parent)
+        return target
+
+    def drills_dir(self, host: str) -> Path:
+        _check_host(host)
+        return self.root / host / DRILLS_DIR
 
     # -- reading -------------------------------------------------------------
 
@@ -298,12 +313,13 @@ class Store:
             if is_host_name(entry.name) and entry.is_dir(follow_symlinks=False)
         ]
 
-    def _ensure_kind_dir(self, host: str, kind: str) -> Path:
+    def _ensure_host_dir(self, host: str, name: str) -> Path:
+        """<root>/<host>/<name> (a kind, or drills), created private where missing."""
         _makedirs_private(self.root)
-        for path in (self.root / host, self.root / host / kind):
+        for path in (self.root / host, self.root / host / name):
             if _mkdir_private(path):
                 _fsync_dir(path.parent)
-        return self.root / host / kind
+        return self.root / host / name
 
     def _scan(self, host: str, kind: str) -> tuple[list[BackupRef], list[str]]:
         """(complete backups oldest first, one-line problems) of one host/kind."""
@@ -370,7 +386,8 @@ class Store:
             found.extend(
                 f"{kind_entry.path}: stray entry, not a backup kind ({', '.join(KINDS)})"
                 for kind_entry in _entries(Path(entry.path))
-                if kind_entry.name not in KINDS or not kind_entry.is_dir(follow_symlinks=False)
+                if kind_entry.name not in (*KINDS, DRILLS_DIR)
+                or not kind_entry.is_dir(follow_symlinks=False)
             )
         return found
 

@@ -21,7 +21,7 @@ import tarfile
 import tempfile
 import threading
 from collections.abc import Callable, Iterator, Sequence
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, BinaryIO
@@ -43,6 +43,7 @@ CHUNK = 1 << 20
 # No byte for this long means the link is dead; keepalives keep idle links open.
 IDLE_TIMEOUT = 120.0
 KEEPALIVE = 15
+LINK_SETTLE = 2.0  # seconds to let paramiko notice a dead link it half-noticed
 GCM_FIRST = ("aes128-gcm@openssh.com", "aes256-gcm@openssh.com")
 
 
@@ -141,8 +142,13 @@ class Transport:
 
     def close(self) -> None:
         if self._connection is not None:
-            self._connection.close()
-            self._connection = None
+            connection, self._connection = self._connection, None
+            # On a link that died, closing (SFTP's goodbye) raises EOFError: nothing to say.
+            with suppress(paramiko.SSHException, EOFError, OSError):
+                try:
+                    connection.close()
+                finally:
+                    connection.client.close()
 
     def _make_connection(self) -> Connection:
         host = self.host
@@ -200,14 +206,17 @@ class Transport:
         check: bool = True,
         stdin: bytes | None = None,
         timeout: float | None = None,
+        errors: str = "replace",
     ) -> CommandResult:
-        """Run argv (quoted here) and capture its output as text."""
+        """Run argv (quoted here) and capture its output as text.
+
+        errors="surrogateescape" keeps stdout's bytes exact (file names sent back later)."""
         command, prefix = self._command(argv, sudo)
         ex = self._exchange(command, stdin=prefix + (stdin or b""), timeout=timeout)
         result = CommandResult(
             tuple(argv),
             ex.exit_code,
-            ex.stdout.decode("utf-8", "replace"),
+            ex.stdout.decode("utf-8", errors),
             ex.stderr.decode("utf-8", "replace"),
         )
         if check and not result.ok:
@@ -401,17 +410,24 @@ class Transport:
             while data := chan.recv(CHUNK):
                 (sink or collected.append)(data)
             drain.join()
-            if not chan.exit_status_ready() and not transport.is_active():
-                raise TransferError(f"{self.host.name}: connection lost during `{command[:60]}`")
-            return _Exchange(chan.recv_exit_status(), b"".join(collected), b"".join(stderr))
+            # -1: the channel closed without an exit status (paramiko's exit_status_ready()
+            # is also true then, so it cannot tell a dead link from a finished command).
+            status = chan.recv_exit_status()
+            if status == -1 and _connection_died(transport):
+                doing = "a transfer" if TRAILER in command else f"`{command[:60]}`"
+                raise TransferError(f"{self.host.name}: connection lost during {doing}")
+            return _Exchange(status, b"".join(collected), b"".join(stderr))
         except TimeoutError:
             raise TransferError(
                 f"{self.host.name}: no data for {timeout:g}s; the connection looks dead"
             ) from None
         except (paramiko.SSHException, EOFError, OSError) as exc:
-            raise TransferError(f"{self.host.name}: connection lost: {exc}") from None
+            why = f": {exc}" if str(exc) else ""  # EOFError says nothing
+            raise TransferError(f"{self.host.name}: connection lost{why}") from None
         finally:
-            chan.close()
+            # Closing sends a message; on a dead link that raises and would hide our error.
+            with suppress(paramiko.SSHException, EOFError, OSError):
+                chan.close()
 
     @contextmanager
     def forward_local(self, local_port: int, remote_port: int, remote_host: str) -> Iterator[None]:
@@ -437,6 +453,15 @@ def _send(chan: paramiko.Channel, stdin: bytes | _Chained | None) -> None:
     elif stdin:
         chan.sendall(stdin)
     chan.shutdown_write()
+
+
+def _connection_died(transport: paramiko.Transport) -> bool:
+    """A channel that ended without an exit status: did the connection die under it?
+
+    paramiko closes the channels of a dead connection a moment before it marks the
+    transport inactive; wait for its thread briefly, or a dead link reads as "exit -1"."""
+    transport.join(timeout=LINK_SETTLE)
+    return not transport.is_active()
 
 
 def _drain_stderr(chan: paramiko.Channel, into: list[bytes]) -> None:

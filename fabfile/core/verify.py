@@ -158,13 +158,38 @@ def check_env(subject: Subject) -> Verdict:
     required = subject.host.layout.required_env_keys
     summary = secrets.parse_env(data, required)  # registers the values: masked from now on
     problems = [f"line {n} does not parse as KEY=value" for n in unparsable_lines(data)]
+    refused, ignored = systemd_env_notes(data)
+    problems += refused
     if summary.missing:
         problems.append(f"lacks required keys: {', '.join(summary.missing)}")
     if not summary.keys:
         problems.append("has no keys at all")
     present = [key for key in required if key in summary.keys]
     detail = f"{len(summary.keys)} keys; required present: {', '.join(present) or 'none'}"
-    return Verdict(tuple(f"{ENV_NAME}: {p}" for p in problems), detail)
+    return Verdict(
+        tuple(f"{ENV_NAME}: {p}" for p in problems),
+        detail,
+        tuple(f"{ENV_NAME}: {w}" for w in ignored),
+    )
+
+
+def systemd_env_notes(data: bytes) -> tuple[list[str], list[str]]:
+    """(problems, warnings): what systemd's EnvironmentFile= makes of lines python-dotenv
+    takes. By line number only, never the text (a line may hold a secret)."""
+    problems, warnings = [], []
+    if data.startswith(b"\xef\xbb\xbf"):
+        warnings.append("starts with a UTF-8 BOM: systemd ignores its first assignment")
+    for number, line in enumerate(data.splitlines(), 1):
+        stripped = line.strip()
+        if b"\0" in line:  # even in a comment
+            problems.append(f"line {number} holds a NUL byte: systemd refuses the whole file")
+        elif not stripped or stripped[:1] in (b"#", b";"):
+            continue
+        elif not _is_utf8(line):
+            problems.append(f"line {number} is not UTF-8 text: systemd refuses the whole file")
+        elif stripped.startswith(b"export "):
+            warnings.append(f"line {number}: systemd ignores an assignment starting 'export '")
+    return problems, warnings
 
 
 def unparsable_lines(data: bytes) -> list[int]:
@@ -260,18 +285,19 @@ _ASSIGNMENT = re.compile(r"[A-Za-z0-9_-]+\s*=")
 
 
 def parse_unit_file(data: bytes, name: str) -> tuple[list[str], list[str]]:
-    """(errors, warnings) of a small INI-style parse: sections, KEY=value, continuations."""
-    try:
-        text = data.decode("utf-8")
-    except UnicodeDecodeError:
-        return [f"{name}: not UTF-8 text"], []
+    """(errors, warnings) of a small INI-style parse: sections, KEY=value, continuations.
+
+    Like systemd, it takes any bytes in a comment (a Latin-1 note is common); any other
+    line that is not UTF-8 is an error, as systemd ignores it and refuses the unit."""
     errors, sections, continued = [], [], False
-    for number, raw in enumerate(text.splitlines(), 1):
-        line = raw.strip()
+    for number, raw in enumerate(data.splitlines(), 1):
+        line = raw.decode("utf-8", "replace").strip()
         was_continued, continued = continued, line.endswith("\\")
         if was_continued or not line or line[0] in "#;":
             continue
-        if line.startswith("["):
+        if not _is_utf8(raw):
+            errors.append(f"{name}:{number}: not UTF-8 text")
+        elif line.startswith("["):
             match = _SECTION.fullmatch(line)
             if match is None:
                 errors.append(f"{name}:{number}: Invalid section header")
@@ -288,6 +314,14 @@ def parse_unit_file(data: bytes, name: str) -> tuple[list[str], list[str]]:
         if "Unit" not in sections:
             warnings.append(f"{name}: no [Unit] section")
     return errors, warnings
+
+
+def _is_utf8(data: bytes) -> bool:
+    try:
+        data.decode("utf-8")
+    except UnicodeDecodeError:
+        return False
+    return True
 
 
 def check_logs(subject: Subject) -> Verdict:
@@ -474,6 +508,8 @@ class KindReport:
     def status(self) -> str:
         """ok, failed, missing (a required kind never backed up) or absent (optional)."""
         if self.newest is None:
+            if not all(r.ok for r in self.results):
+                return "failed"  # none listed, but damaged backups are there
             return "missing" if self.kind in REQUIRED_KINDS else "absent"
         return "ok" if all(r.ok for r in self.results) else "failed"
 
@@ -487,9 +523,10 @@ class KindReport:
 
     @property
     def problems(self) -> list[Problem]:
-        if self.status == "missing":
-            return [Problem("exists", f"no complete {self.kind} backup in the store")]
-        return [Problem(r.name, m) for r in self.results for m in r.verdict.problems]
+        found = [Problem(r.name, m) for r in self.results for m in r.verdict.problems]
+        if self.newest is None and self.kind in REQUIRED_KINDS:
+            return [Problem("exists", f"no complete {self.kind} backup in the store"), *found]
+        return found
 
     def as_json(self) -> dict[str, Any]:
         newest = self.newest
@@ -510,7 +547,11 @@ def verify_kind(
 ) -> KindReport:
     newest = store.latest(host.name, kind)
     if newest is None:
-        return KindReport(host.name, kind, None, (), now)
+        # Nothing listed; a backup whose manifest is damaged is not listed, but it is a failure.
+        found = tuple(store.problems(host.name, kind))
+        verdict = Verdict(found, f"{len(found)} store problems")
+        results = (CheckResult("store", verdict, integrity=False),) if found else ()
+        return KindReport(host.name, kind, None, results, now)
     results = run_checks(store, newest, host, now=now, checks=checks)
     return KindReport(host.name, kind, newest, tuple(results), now)
 

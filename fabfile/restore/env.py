@@ -13,12 +13,13 @@ HELP = {
     "source": "restore the backups of this inventory host (default: the target host)",
     "yes": "do not ask for confirmation",
     "dry_run": "print the plan with a masked diff and change nothing",
+    "force": "use the backup even though it fails verification (damaged or incomplete)",
 }
 
 
 @task(help=HELP)
 @guarded
-def env(c, from_="latest", source=None, yes=False, dry_run=False):
+def env(c, from_="latest", source=None, yes=False, dry_run=False, force=False):
     """Put the env file back from a backup (0600, service user), then restart and check health."""
     recover(
         c,
@@ -28,4 +29,5 @@ def env(c, from_="latest", source=None, yes=False, dry_run=False):
         yes=yes,
         dry_run=dry_run,
         runbook_rto=env_restore.RUNBOOK_RTO,
+        force=force,
     )

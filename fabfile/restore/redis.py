@@ -12,7 +12,7 @@ from .env import HELP
 
 @task(help={**HELP, "from_": "restore this backup.redis dump instead of starting clean"})
 @guarded
-def redis(c, from_=None, source=None, yes=False, dry_run=False):
+def redis(c, from_=None, source=None, yes=False, dry_run=False, force=False):
     """Stop worker and Redis, set the data aside, start clean (or from a dump), report queues."""
     if not dry_run:
         redis_restore.require_yes_for_dump(from_, yes)
@@ -24,4 +24,5 @@ def redis(c, from_=None, source=None, yes=False, dry_run=False):
         yes=yes,
         dry_run=dry_run,
         runbook_rto=redis_restore.RUNBOOK_RTO,
+        force=force,
     )

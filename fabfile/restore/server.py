@@ -18,7 +18,8 @@ HELP = {
     "wheelhouse": "a local directory of *.whl to push and install from (box without internet)",
     "find_links": "a URL of wheels the box can reach: pip --no-index --find-links",
     "index_url": "a package index URL the box can reach: pip --index-url",
-    "force": "go on even though the target already serves a healthy zachot API",
+    "force": "go on even though the target already serves a healthy zachot API, or a "
+    "backup fails verification",
     "dry_run": "print the plan with masked diffs and change nothing",
 }
 
@@ -53,4 +54,5 @@ def server(
         yes=yes,
         dry_run=dry_run,
         runbook_rto=server_restore.RUNBOOK_RTO,
+        force=force,
     )

@@ -12,7 +12,7 @@ from .env import HELP
 
 @task(help=HELP)
 @guarded
-def units(c, from_="latest", source=None, yes=False, dry_run=False):
+def units(c, from_="latest", source=None, yes=False, dry_run=False, force=False):
     """Put the unit files and drop-ins back, daemon-reload, enable, restart in order."""
     recover(
         c,
@@ -22,4 +22,5 @@ def units(c, from_="latest", source=None, yes=False, dry_run=False):
         yes=yes,
         dry_run=dry_run,
         runbook_rto=units_restore.RUNBOOK_RTO,
+        force=force,
     )

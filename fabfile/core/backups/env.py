@@ -27,7 +27,8 @@ def step(ctx: BackupContext) -> Step:
         actions=(
             f"read {layout.env_file} with sudo, streamed (no copy left on the server)",
             f"store it as {ctx.store.root}/{ctx.host.name}/env/<new id>/{stored} ({how})",
-            f"copy it on the server to {server_copy_path(ctx)} (0600), unless unchanged",
+            f"copy it on the server to {server_copy_path(ctx)} (0600), unless the newest "
+            "copy there is the same",
             "record key names (never values) and the deployed commit",
         ),
         run=lambda: run(ctx),
@@ -45,16 +46,23 @@ def run(ctx: BackupContext) -> str:
     missing = result.ref.manifest.meta["missing_required"]
     if missing:
         output.warn(f"{ctx.host.name}: env file lacks required keys: {', '.join(missing)}")
-    if result.new:
-        copy_on_server(ctx)
+    # Asked of the server, not the store: a copy that failed (disk full) is made by
+    # the next run even though the store already holds this content.
+    copy_on_server(ctx)
     return summary(result)
 
 
 def copy_on_server(ctx: BackupContext) -> None:
-    # umask 077: the copy is 0600 from the moment it exists; a failed copy is removed.
+    # umask 077 and no --preserve=mode: the copy is 0600 from the moment it exists, even
+    # when the env file itself is world-readable (cp -p would copy that); a failed copy is
+    # removed.
     script = (
-        'umask 077 && mkdir -p -- "$2" && { cp -p -- "$1" "$3" || { rm -f -- "$3"; exit 1; }; }'
+        'umask 077 && mkdir -p -- "$2" && newest= && '
+        'for f in "$2/$4".[0-9]*; do [ -f "$f" ] && newest=$f; done; '
+        '[ -n "$newest" ] && cmp -s -- "$1" "$newest" && exit 0; '
+        '{ cp --preserve=ownership,timestamps -- "$1" "$3" || { rm -f -- "$3"; exit 1; }; }'
     )
     layout = ctx.host.layout
-    argv = ["sh", "-c", script, "sh", layout.env_file, layout.backup_dir, server_copy_path(ctx)]
+    copy = server_copy_path(ctx)
+    argv = ["sh", "-c", script, "sh", layout.env_file, layout.backup_dir, copy, NAME]
     ctx.transport.run(argv, sudo=True)

@@ -95,7 +95,7 @@ def _stream_archive(ctx: BackupContext, staged, send: list[facts.RemoteEntry]) -
         # Positional: --null and --no-recursion must come before --files-from.
         "--null", "--no-recursion", "--files-from=-",
     ]  # fmt: skip
-    names = b"".join(e.name.encode() + b"\0" for e in send)
+    names = b"".join(e.name.encode("utf-8", "surrogateescape") + b"\0" for e in send)
     target = staged.target(name)
     result = ctx.transport.pull_stream(argv, target, sudo=True, label="logs", stdin=names)
     staged.add(

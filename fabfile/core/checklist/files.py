@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import posixpath
+from dataclasses import replace
 from datetime import timedelta
 
 from .. import services
@@ -68,8 +69,10 @@ def backups_row(host: Host, facts: HostFacts) -> Row:
     state = FAIL if stale or lacking else OK
     if stale:
         said.append(f"{', '.join(stale)} older than {host.backup.max_age_days:g} days")
-    fix = fixes.fab(host, "backup.all") if state == FAIL else None
-    return Row("files", item, state, "; ".join(said), fix)
+    owner = next(iter(have.values())).host or host.name  # a drill's source
+    fix = fixes.fab(replace(host, name=owner), "backup.all") if state == FAIL else None
+    where = f"{owner}'s " if owner != host.name else ""
+    return Row("files", item, state, where + "; ".join(said), fix)
 
 
 def rows(host: Host, facts: HostFacts) -> list[Row]:

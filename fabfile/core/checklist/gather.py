@@ -62,15 +62,16 @@ def backups(host: Host) -> dict[str, BackupInfo]:
         ref = store.latest(host.name, kind)
         if ref is not None:
             deployed = ref.manifest.meta.get("deployed")
-            found[kind] = BackupInfo(
-                kind, ref.id, ref.created, deployed if isinstance(deployed, dict) else None
-            )
+            deployed = deployed if isinstance(deployed, dict) else None
+            found[kind] = BackupInfo(kind, ref.id, ref.created, deployed, host.name)
     return found
 
 
-def host_facts(transport: Transport) -> HostFacts:
+def host_facts(transport: Transport, record: Host | None = None) -> HostFacts:
+    """`record`: whose backups say what should be deployed (a drill's source); default the host."""
     parts = sections(transport)
-    return assemble(parts, redis_facts(transport), backups(transport.host), datetime.now(UTC))
+    newest = backups(record or transport.host)
+    return assemble(parts, redis_facts(transport), newest, datetime.now(UTC))
 
 
 def assemble(

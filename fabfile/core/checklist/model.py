@@ -143,6 +143,7 @@ class BackupInfo:
     id: str
     created: datetime
     deployed: dict[str, Any] | None  # manifest meta["deployed"]: commit, describe
+    host: str = ""  # whose backup: a drill judges its target by the source's; "" = the host
 
 
 @dataclass(frozen=True)

@@ -8,6 +8,7 @@ from typing import Any
 
 from .. import output
 from ..errors import ZachotError
+from ..model import Host
 from ..transport import Transport
 from .evaluate import evaluate, failed, summary
 from .gather import host_facts
@@ -55,7 +56,7 @@ class Report:
         raise ChecklistFailed(f"{self.host}: {summary(self.rows)}: {names}")
 
 
-def check(transport: Transport) -> Report:
+def check(transport: Transport, *, record: Host | None = None) -> Report:
     started = time.monotonic()
-    rows = evaluate(transport.host, host_facts(transport))
+    rows = evaluate(transport.host, host_facts(transport, record))
     return Report(transport.host.name, rows, time.monotonic() - started)

@@ -17,6 +17,7 @@ from dataclasses import replace
 from .. import output
 from ..errors import UsageError, ZachotError
 from ..facts import gather
+from ..manifest import short_repr
 from ..plan import Plan, Step
 from ..restores import server as server_restore
 from ..restores import server_facts, server_options
@@ -41,7 +42,7 @@ def check_to(to: str) -> str:
     try:
         return server_options.check_ref(to)
     except UsageError:
-        raise UsageError(f"--to {to!r} is not a tag, branch or commit name") from None
+        raise UsageError(f"--to {short_repr(to)} is not a tag, branch or commit name") from None
 
 
 def plan(

@@ -3,25 +3,16 @@
 from __future__ import annotations
 
 import difflib
-import io
-
-from dotenv import dotenv_values
 
 from .. import secrets
 
 
-def env_values(data: bytes) -> dict[str, str | None]:
-    values = dotenv_values(stream=io.StringIO(data.decode("utf-8", "replace").lstrip("\ufeff")))
-    secrets.register(v for v in values.values() if v is not None)
-    return dict(values)
-
-
 def env_key_diff(current: bytes | None, wanted: bytes) -> list[str]:
     """Per key: added, removed or changed; values never shown."""
-    new = env_values(wanted)
+    new = secrets.env_values(wanted)
     if current is None:
         return [f"create the file with {len(new)} keys: {', '.join(new)}"]
-    old = env_values(current)
+    old = secrets.env_values(current)
     lines = [f"add {k}" for k in new if k not in old]
     lines += [f"remove {k}" for k in old if k not in new]
     lines += [f"change the value of {k}" for k in new if k in old and old[k] != new[k]]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from .. import output
 from ..backups.env import NAME
 from ..crypto import find_record
 from ..errors import ZachotError
@@ -24,14 +25,8 @@ def env_install(ctx: RestoreContext, ref: BackupRef) -> steps.Install:
     """The env file of a backup, as it must land: 0600, owned by the service user."""
     record = find_record(ref, NAME)
     layout = ctx.host.layout
-    return steps.Install(
-        local=ctx.plaintext(ref, record),
-        remote=layout.env_file,
-        sha256=record.sha256,
-        mode=0o600,
-        owner=layout.service_user,
-        group=layout.service_user,
-    )
+    user = layout.service_user
+    return steps.from_backup(ctx, ref, record, layout.env_file, mode=0o600, owner=user, group=user)
 
 
 def plan(ctx: RestoreContext, selector: str) -> Plan:
@@ -64,5 +59,8 @@ def check(ctx: RestoreContext, wanted: steps.Install) -> str:
     if on_server != wanted.sha256:
         raise EnvCheckFailed(f"{wanted.remote} on the server does not match the backup")
     if summary.missing:
-        raise EnvCheckFailed(f"the backup lacks required keys: {', '.join(summary.missing)}")
+        lacks = f"the backup lacks required keys: {', '.join(summary.missing)}"
+        if not ctx.force:
+            raise EnvCheckFailed(lacks)
+        output.warn(f"--force: {lacks}")
     return ", ".join(f"{key}={MASK}" for key in summary.keys)

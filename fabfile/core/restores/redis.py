@@ -49,7 +49,7 @@ def paths(ctx: RestoreContext, found: RedisServer | None) -> tuple[str, list[str
 def plan(ctx: RestoreContext, selector: str | None) -> Plan:
     found = data_files(ctx)
     rdb, data = paths(ctx, found)
-    ref = ctx.backup("redis", selector) if selector else None
+    ref = ctx.backup("redis", selector) if selector is not None else None
     dump = _dump_install(ctx, ref, rdb) if ref else None
     title = f"restore.redis from {ref.host}/{ref.id}" if ref else "restore.redis (clean)"
     chosen = [
@@ -66,13 +66,8 @@ def plan(ctx: RestoreContext, selector: str | None) -> Plan:
 def _dump_install(ctx: RestoreContext, ref: BackupRef, rdb: str) -> steps.Install:
     record = find_record(ref, DUMP_NAME)
     output.warn(DUPLICATES_WARNING)
-    return steps.Install(
-        local=ctx.plaintext(ref, record),
-        remote=rdb,
-        sha256=record.sha256,
-        mode=record.mode,
-        owner=record.owner,
-        group=record.group,
+    return steps.from_backup(
+        ctx, ref, record, rdb, mode=record.mode, owner=record.owner, group=record.group
     )
 
 
@@ -132,5 +127,5 @@ def _report(ctx: RestoreContext, *, restored: bool) -> Step:
 
 
 def require_yes_for_dump(selector: str | None, yes: bool) -> None:
-    if selector and not yes:
+    if selector is not None and not yes:
         raise UsageError(f"{DUPLICATES_WARNING}; restoring a dump needs --yes")

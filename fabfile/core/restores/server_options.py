@@ -10,6 +10,7 @@ from urllib.parse import urlsplit
 
 from .. import output
 from ..errors import UsageError
+from ..manifest import short_repr
 from ..store import BackupRef
 
 _REF_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9._/+-]{0,199}", re.ASCII)
@@ -87,7 +88,7 @@ class Wanted:
 
 def check_ref(ref: str) -> str:
     if not _REF_RE.fullmatch(ref) or ".." in ref:
-        raise UsageError(f"--ref {ref!r} is not a tag, branch or commit name")
+        raise UsageError(f"--ref {short_repr(ref)} is not a tag, branch or commit name")
     return ref
 
 

@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+import hashlib
 import posixpath
 from dataclasses import dataclass
 from pathlib import Path
 
 from .. import services
 from ..facts import Fact, gather
+from ..manifest import FileRecord
 from ..plan import Step
+from ..store import BackupRef
 from .context import RestoreContext
 
 ROLE_NAMES = {"redis": "Redis", "worker": "worker", "api": "API"}
@@ -22,6 +25,23 @@ class Install:
     mode: int
     owner: str
     group: str
+
+
+def from_backup(
+    ctx: RestoreContext,
+    ref: BackupRef,
+    record: FileRecord,
+    remote: str,
+    *,
+    mode: int,
+    owner: str,
+    group: str,
+) -> Install:
+    """A backed-up file as it must land. Its sha256 is that of the bytes pushed: the
+    manifest's, unless a forced restore uses a file that no longer matches it."""
+    local = ctx.plaintext(ref, record)
+    sha256 = hashlib.sha256(local.read_bytes()).hexdigest()
+    return Install(local, remote, sha256, mode, owner, group)
 
 
 def digests(path: str) -> Fact[dict[str, str]]:
@@ -111,7 +131,12 @@ def _install(ctx: RestoreContext, files: list[Install]) -> str:
         )
         if current is not None and not already_kept:
             copy = f"{f.remote}.pre-restore.{ctx.stamp}"
-            script = 'umask 077 && cp -p -- "$1" "$2"'
+            # A copy that failed (disk full) would pass for the old file; remove it. Not
+            # cp -p: with umask 077 the copy is private even if the old file was not.
+            script = (
+                'umask 077 && { cp --preserve=ownership,timestamps -- "$1" "$2" '
+                '|| { rm -f -- "$2"; exit 1; }; }'
+            )
             ctx.transport.run(["sh", "-c", script, "sh", f.remote, copy], sudo=True)
             kept.append(copy)
         _ensure_parent(ctx, f)

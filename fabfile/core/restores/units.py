@@ -24,15 +24,10 @@ def target_path(ctx: RestoreContext, name: str) -> str:
 
 def installs(ctx: RestoreContext, ref: BackupRef) -> list[steps.Install]:
     return [
-        steps.Install(
-            local=ctx.plaintext(ref, record),
-            remote=target_path(ctx, record.name),
-            sha256=record.sha256,
-            mode=record.mode,
-            owner="root",
-            group="root",
+        steps.from_backup(
+            ctx, ref, r, target_path(ctx, r.name), mode=r.mode, owner="root", group="root"
         )
-        for record in ref.manifest.files
+        for r in ref.manifest.files
     ]
 
 
