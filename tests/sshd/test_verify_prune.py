@@ -80,7 +80,7 @@ def test_cli_verify_passes_marks_verified_then_catches_a_flipped_byte(host, tmp_
     assert env_row[2] == env_ref.id and env_row[-1] == "FAILED"
     assert "files FAILED" in env_row[4]
     assert "does not match the manifest" in failed.stderr
-    assert failed.stderr.strip().splitlines()[-1].startswith("error: 1 of 4 backups failed")
+    assert failed.stderr.strip().splitlines()[-1].startswith("error: 1 of 4 checks failed")
     listing = json.loads(fab(inv, "backup.list", "--json").stdout)
     assert {row["kind"]: row["verified"] for row in listing}["env"] is False
 
