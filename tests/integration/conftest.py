@@ -27,6 +27,8 @@ from sandbox.state import load_state, recorded_specs
 ROOT = Path(__file__).resolve().parents[2]
 FAB = Path(sys.executable).parent / "fab"
 _not_run: list[str] = []  # why the fleet could not come up, for the loud closing line
+# Modules break their own boxes (prod2..prod11), so one module's damage never meets another.
+EXTRA_PROD = 10
 
 
 def pytest_terminal_summary(terminalreporter) -> None:
@@ -114,7 +116,9 @@ def fleet() -> Fleet:
     paths = Paths()
     started = not fleet_mod.is_up(paths)
     # Idempotent and about a second when already up; repairs a half-up fleet too.
-    fleet_mod.up(extra_prod=int(load_state(paths).get("extra_prod", 0)), paths=paths)
+    # A fleet someone brought up with more extras keeps them; fewer is never enough.
+    extra_prod = max(EXTRA_PROD, int(load_state(paths).get("extra_prod", 0)))
+    fleet_mod.up(extra_prod=extra_prod, paths=paths)
     # A reused fleet may hold a drill's leftovers (e.g. a kept session that failed midway).
     for spec in recorded_specs(paths):
         healthy = fleet_mod.services_active(paths, spec) and fleet_mod.health(spec)
