@@ -94,7 +94,7 @@ def trust(c, yes=False):
 @task(name="ssh-config")
 @guarded
 def ssh_config(c):
-    """Print an OpenSSH config for the inventory (for ssh, scp, and `fab -S FILE -H h -- cmd`)."""
+    """Print an OpenSSH config for the inventory (for plain ssh, scp and rsync)."""
     for h in target_hosts(c, load(c), required=False):
         lines = [f"Host {h.name}"]
         lines += [f"    HostName {h.address}"] if h.address else []

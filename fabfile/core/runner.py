@@ -44,16 +44,8 @@ def load(c: Context) -> Inventory:
 
 
 def requested_hosts(c: Context) -> str | None:
-    """The raw -H value: the whole list when run by `fab`, else this call's host."""
-    try:
-        from fabric.main import program
-
-        core = getattr(program, "core", None)
-        if core is not None and core[0].args.hosts.value:
-            return core[0].args.hosts.value
-    except (ImportError, AttributeError, IndexError):
-        pass
-    return getattr(c, "original_host", None)
+    """The raw -H value: the whole list when run by our `fab` (cli.py), else this call's host."""
+    return c.config.get("zachot", {}).get("hosts") or getattr(c, "original_host", None)
 
 
 def target_hosts(c: Context, inventory: Inventory, *, required: bool = True) -> list[Host]:

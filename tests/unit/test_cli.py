@@ -38,6 +38,21 @@ def test_unknown_host_fails_listing_known_names():
     assert "Traceback" not in result.stderr
 
 
+def test_ad_hoc_form_resolves_names_through_the_inventory():
+    result = fab("-H", "nosuch", "--", "uptime")
+    assert result.returncode == 2
+    assert "unknown host or group 'nosuch'" in result.stderr and "Traceback" not in result.stderr
+    no_host = fab("--", "uptime")
+    assert no_host.returncode == 2 and "-H" in no_host.stderr
+
+
+def test_list_needs_no_particular_directory(tmp_path):
+    result = subprocess.run(
+        [str(FAB), "--list"], cwd=tmp_path, capture_output=True, text=True, timeout=60
+    )
+    assert result.returncode == 0 and "backup.all" in result.stdout
+
+
 def test_malformed_inventory_is_one_line_naming_file_key_and_line(tmp_path):
     bad = tmp_path / "inventory.yml"
     bad.write_text("all:\n  hosts:\n    prod:\n      port: 70000\n")
