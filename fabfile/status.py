@@ -8,7 +8,7 @@ from invoke import task
 
 from .core import output
 from .core.checklist import status as core
-from .core.runner import finish, first_call, guarded, load, requested_hosts, target_hosts
+from .core.runner import finish, first_call, guarded, load, target_hosts
 
 HELP = {"json": "print JSON (for monitoring) instead of a table"}
 
@@ -20,11 +20,8 @@ def status(c, json=False):
     if not first_call("status"):
         return
     inventory = load(c)
-    hosts = target_hosts(c, inventory, required=False)
-    if not requested_hosts(c):
-        # Off-site boxes (SFTP only) show up in the backup columns, not as hosts of their own.
-        vaults = {h.backup.offsite_host for h in hosts}
-        hosts = [h for h in hosts if h.name not in vaults]
+    # Off-site boxes (SFTP only) show up in the backup columns, not as hosts of their own.
+    hosts = target_hosts(c, inventory, required=False, offsite_boxes=False)
     password = c.config.get("sudo", {}).get("password")
     states = core.read_all(hosts, inventory.host, password)
     if json:

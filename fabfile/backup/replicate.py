@@ -17,10 +17,9 @@ def replicate(c, dry_run=False):
     if not first_call("backup.replicate"):
         return
     inventory = load(c)
-    hosts = target_hosts(c, inventory, required=False)
+    hosts = target_hosts(c, inventory, required=False, offsite_boxes=False)
     if requested_hosts(c) is None:
-        # Every host that has an off-site box; the box itself has none.
-        hosts = [h for h in hosts if h.backup.offsite_host not in (None, h.name)]
+        hosts = [h for h in hosts if h.backup.offsite_host]
         if not hosts:
             raise UsageError("no host sets backup.offsite_host; name the off-site box there")
     if dry_run:

@@ -48,14 +48,22 @@ def requested_hosts(c: Context) -> str | None:
     return c.config.get("zachot", {}).get("hosts") or getattr(c, "original_host", None)
 
 
-def target_hosts(c: Context, inventory: Inventory, *, required: bool = True) -> list[Host]:
+def target_hosts(
+    c: Context, inventory: Inventory, *, required: bool = True, offsite_boxes: bool = True
+) -> list[Host]:
+    """The -H hosts. Without -H: an error if required, else every host (less the off-site
+    boxes, which only hold backups, when offsite_boxes is False)."""
     pattern = requested_hosts(c)
-    if not pattern:
-        if not required:
-            return list(inventory.hosts.values())
+    if pattern:
+        return inventory.resolve(pattern)
+    if required:
         known = ", ".join(inventory.names())
         raise UsageError(f"name a host or group with -H (known names: {known})")
-    return inventory.resolve(pattern)
+    hosts = list(inventory.hosts.values())
+    if offsite_boxes:
+        return hosts
+    vaults = {h.backup.offsite_host for h in hosts}
+    return [h for h in hosts if h.name not in vaults]
 
 
 def guarded(fn: Callable[..., Any]) -> Callable[..., Any]:

@@ -61,6 +61,12 @@ class Fleet:
     def reset(self, box: str) -> None:
         fleet_mod.reset(box, paths=self.paths, log=lambda _m: None)
 
+    def claim(self, box: str) -> None:
+        """A box a module uses as found: reset only if an earlier run left it unhealthy."""
+        spec = next(s for s in recorded_specs(self.paths) if s.name == box)
+        if not (fleet_mod.services_active(self.paths, spec) and fleet_mod.health(spec)):
+            self.reset(box)
+
     def fab(self, *args: str, timeout: float = 600) -> subprocess.CompletedProcess[str]:
         """The real `fab` CLI against the sandbox inventory, as an operator runs it."""
         process = self.fab_started(*args)
@@ -118,12 +124,9 @@ def fleet() -> Fleet:
     # Idempotent and about a second when already up; repairs a half-up fleet too.
     # A fleet someone brought up with more extras keeps them; fewer is never enough.
     extra_prod = max(EXTRA_PROD, int(load_state(paths).get("extra_prod", 0)))
+    # Modules reset or claim the boxes they use, so a box someone else is breaking on
+    # purpose right now is left alone.
     fleet_mod.up(extra_prod=extra_prod, paths=paths)
-    # A reused fleet may hold a drill's leftovers (e.g. a kept session that failed midway).
-    for spec in recorded_specs(paths):
-        healthy = fleet_mod.services_active(paths, spec) and fleet_mod.health(spec)
-        if spec.role == "prod" and not healthy:
-            fleet_mod.reset(spec.name, paths=paths, log=lambda _m: None)
     yield Fleet(
         inventory=INVENTORY,
         known_hosts=paths.known_hosts,

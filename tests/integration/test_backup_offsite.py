@@ -12,6 +12,11 @@ from fabfile.core.store import Store
 pytestmark = pytest.mark.integration
 
 
+@pytest.fixture(scope="module", autouse=True)
+def healthy_prod(fleet) -> None:
+    fleet.claim("prod")
+
+
 def test_offsite_copy_is_encrypted_and_verifies_on_vault(fleet):
     run = fleet.fab("-H", "prod", "backup.all", "--offsite")
     assert run.returncode == 0, run.stdout + run.stderr

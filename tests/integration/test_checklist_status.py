@@ -1,33 +1,23 @@
 """checklist and status against the sandbox: prod4 is broken and fixed; prod5 is only read.
 
-prod4 is reset at the start of every test. Other boxes are in use by other
-sessions, so when the fleet is already up this module reaches it directly
-instead of through the session `fleet` fixture, whose start-up sweep resets
-any unhealthy prod box (one that another session may be breaking on purpose).
+prod4 is reset at the start of every test.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import json
-import os
 import subprocess
-import sys
 import time
-from pathlib import Path
 
 import pytest
 
-from sandbox import fleet as fleet_mod
-from sandbox import preflight
-from sandbox.box import box_exec
-from sandbox.config import INVENTORY, Paths
+from tests.integration.conftest import Fleet
 
 pytestmark = pytest.mark.integration
 
 BOX = "prod4"
 ENV = "/opt/zachot/envs/prod/etc/zachot.env"
-FAB = Path(sys.executable).parent / "fab"
-ROOT = Path(__file__).resolve().parents[2]
 RESTART_ALL = (
     "ssh prod4 'sudo systemctl stop zachot-api.service zachot-worker.service "
     "redis-server.service && sudo systemctl start redis-server.service && sudo systemctl start "
@@ -38,46 +28,19 @@ HEAD = "git -c safe.directory=/opt/zachot/repo -C /opt/zachot/repo rev-parse HEA
 CHECKLIST_BUDGET = 5.0  # seconds: "fast, over one connection"
 
 
-class Sandbox:
-    """What these tests need of the fleet: root in prod4, its reset, and the real fab CLI."""
-
-    def __init__(self, paths: Paths, inventory: Path = INVENTORY) -> None:
-        self.paths, self.inventory = paths, inventory
-
-    def sh(self, script: str) -> subprocess.CompletedProcess[str]:
-        return box_exec(BOX, ["/bin/sh", "-c", script], timeout=120)
-
-    def reset(self) -> None:
-        fleet_mod.reset(BOX, paths=self.paths, log=lambda _m: None)
-
-    def fab(self, *args: str, inventory: Path | None = None) -> subprocess.CompletedProcess[str]:
-        env = {**os.environ, "ZACHOT_INVENTORY": str(inventory or self.inventory), "NO_COLOR": "1"}
-        return subprocess.run(
-            [str(FAB), *args], cwd=ROOT, env=env, capture_output=True, text=True, timeout=600
-        )
-
-
 @pytest.fixture(scope="module")
-def sandbox(request) -> Sandbox:
-    paths = Paths()
-    if preflight.problems() or not fleet_mod.is_up(paths):
-        # Not up: no other session is using it, so the shared fixture may bring it up.
-        return Sandbox(request.getfixturevalue("fleet").paths)
-    return Sandbox(paths)
-
-
-@pytest.fixture(scope="module")
-def backed_up(sandbox) -> Sandbox:
+def backed_up(fleet: Fleet) -> Fleet:
     """prod4 fresh and backed up once, so the backup and code rows have a record to compare."""
-    sandbox.reset()
-    run = sandbox.fab("-H", BOX, "backup.all")
+    fleet.claim("prod5")
+    fleet.reset(BOX)
+    run = fleet.fab("-H", BOX, "backup.all")
     assert run.returncode == 0, run.stdout + run.stderr
-    return sandbox
+    return fleet
 
 
 @pytest.fixture
-def prod4(backed_up) -> Sandbox:
-    backed_up.reset()
+def prod4(backed_up: Fleet) -> Fleet:
+    backed_up.reset(BOX)
     return backed_up
 
 
@@ -85,8 +48,10 @@ def items(run: subprocess.CompletedProcess[str]) -> dict[str, dict]:
     return {i["item"]: i for i in json.loads(run.stdout)["items"]}
 
 
-def break_three_things(box: Sandbox) -> None:
-    said = box.sh(f"systemctl stop zachot-worker && chmod 644 {ENV} && systemctl stop redis-server")
+def break_three_things(fleet: Fleet) -> None:
+    said = fleet.sh(
+        BOX, f"systemctl stop zachot-worker && chmod 644 {ENV} && systemctl stop redis-server"
+    )
     assert said.returncode == 0, said.stderr
 
 
@@ -126,7 +91,7 @@ def test_worker_stopped_env_mode_broken_and_redis_down_each_fail_with_the_right_
     table = prod4.fab("-H", BOX, "checklist")
     assert table.returncode == 1 and f"✗\tfiles\tenv file {ENV}" in table.stdout
     assert table.stderr.count("\n") == 1 and table.stderr.startswith("error: prod4: ")
-    said = prod4.sh(f"stat -c %a {ENV}; systemctl is-active zachot-worker redis-server").stdout
+    said = prod4.sh(BOX, f"stat -c %a {ENV}; systemctl is-active zachot-worker redis-server").stdout
     assert said.split() == ["644", "inactive", "inactive"]
 
 
@@ -139,7 +104,7 @@ def test_guided_yes_brings_the_box_back_to_all_ok(prod4):
     final = run.stdout.split("recovery checklist")[-1].splitlines()
     assert final[0].startswith(" — 16 ✓, 0 ✗, 0 –")
     assert [ln[0] for ln in final[2:]] == ["✓"] * 16
-    assert prod4.sh(f"stat -c '%a %U:%G' {ENV}").stdout.strip() == "600 zachot:zachot"
+    assert prod4.sh(BOX, f"stat -c '%a %U:%G' {ENV}").stdout.strip() == "600 zachot:zachot"
     doc = json.loads(prod4.fab("-H", BOX, "checklist", "--json").stdout)
     assert doc["ok"] is True
 
@@ -149,12 +114,13 @@ def test_code_follows_the_deploy_history_and_guided_rolls_back_to_it(prod4):
     assert release.returncode == 0, release.stdout + release.stderr
     code = items(prod4.fab("-H", BOX, "checklist", "--json"))["code in /opt/zachot/repo"]
     assert code["state"] == "ok" and "last recorded deploy: " in code["evidence"]
-    v110 = prod4.sh(HEAD).stdout.strip()
+    v110 = prod4.sh(BOX, HEAD).stdout.strip()
     assert len(v110) == 40, v110
     # Someone checks out v1.2.0 by hand, outside the deploy tasks.
     moved = prod4.sh(
+        BOX,
         "cd /opt/zachot/repo && runuser -u zachot -- git -c advice.detachedHead=false "
-        "checkout -q v1.2.0"
+        "checkout -q v1.2.0",
     )
     assert moved.returncode == 0, moved.stderr
     code = items(prod4.fab("-H", BOX, "checklist", "--json"))["code in /opt/zachot/repo"]
@@ -162,7 +128,7 @@ def test_code_follows_the_deploy_history_and_guided_rolls_back_to_it(prod4):
     assert code["fix"] == f"fab -H prod4 deploy.rollback --to {v110[:12]}"
     run = prod4.fab("-H", BOX, "checklist", "--guided", "--yes")
     assert run.returncode == 0, run.stdout + run.stderr
-    assert prod4.sh(HEAD).stdout.strip() == v110
+    assert prod4.sh(BOX, HEAD).stdout.strip() == v110
 
 
 def test_guided_refuses_without_yes_when_not_interactive(prod4):
@@ -187,13 +153,14 @@ def test_status_reads_hosts_in_parallel_and_names_a_dead_one(prod4, tmp_path):
     assert wrong != text
     bad = tmp_path / "inventory.yml"
     bad.write_text(wrong)
-    table = prod4.fab("-H", "prod4,prod5", "status", inventory=bad)
+    misdirected = dataclasses.replace(prod4, inventory=bad)
+    table = misdirected.fab("-H", "prod4,prod5", "status")
     assert table.returncode == 3, table.stdout + table.stderr
     lines = {ln.split("\t")[0]: ln.split("\t") for ln in table.stdout.splitlines()[2:]}
     assert lines["prod4"][1] == "all 3 active" and lines["prod4"][-1] == "ok"
     assert lines["prod5"][1] == "DOWN" and "connection refused" in lines["prod5"][-1]
     assert "prod5" in table.stderr
-    dead = prod4.fab("-H", "prod5", "checklist", inventory=bad)
+    dead = misdirected.fab("-H", "prod5", "checklist")
     assert dead.returncode == 4 and dead.stdout == ""
     assert dead.stderr.strip().splitlines() == [
         "error: prod5 (10.231.7.2:2): connection refused; is sshd running and is the port right?"

@@ -4,20 +4,14 @@ The module fixture resets new-box, backs up prod3 and runs one drill; the tests
 check its output, its two report files and backup.verify's line. The refusals
 run after it, against prod3 itself and prod2, and must change nothing. The last
 test resets new-box and drills without a wheel source, which must fail.
-
-Other sessions break prod boxes on purpose while this runs, so when the fleet is
-already up this module reaches it directly instead of through the session
-`fleet` fixture, whose start-up sweep resets every unhealthy prod box.
 """
 
 from __future__ import annotations
 
 import json
-import os
 import re
 import stat
 import subprocess
-import sys
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
@@ -26,52 +20,14 @@ import pytest
 
 from fabfile.core.inventory import load_inventory
 from fabfile.core.store import Store
-from sandbox import fleet as fleet_mod
-from sandbox import preflight
-from sandbox.box import box_exec
-from sandbox.config import INVENTORY, Paths
 
 pytestmark = pytest.mark.integration
 
 NEW, SOURCE = "new-box", "prod3"
 ENV = "/opt/zachot/envs/prod/etc/zachot.env"
-FAB = Path(sys.executable).parent / "fab"
-ROOT = Path(__file__).resolve().parents[2]
 TOTAL = re.compile(r"total ([0-9.]+) s \(runbook: 30-60 min\)")
 VERDICT = re.compile(r"^Drill (\S+): PASS; report: (\S+\.md) and (\S+\.json)$", re.MULTILINE)
 RTO_TARGET = 180.0  # seconds with the wheelhouse, as for restore.server (issue 5)
-
-
-class Sandbox:
-    """What these tests need of the fleet: root in a box, a box's reset, the real fab CLI."""
-
-    def __init__(self, paths: Paths) -> None:
-        self.paths, self.inventory = paths, INVENTORY
-
-    def exec(self, box: str, argv: list[str]) -> subprocess.CompletedProcess[str]:
-        return box_exec(box, argv, timeout=120)
-
-    def sh(self, box: str, script: str) -> subprocess.CompletedProcess[str]:
-        return self.exec(box, ["/bin/sh", "-c", script])
-
-    def reset(self, box: str) -> None:
-        fleet_mod.reset(box, paths=self.paths, log=lambda _m: None)
-
-    def fab(self, *args: str) -> subprocess.CompletedProcess[str]:
-        env = {**os.environ, "ZACHOT_INVENTORY": str(self.inventory), "NO_COLOR": "1"}
-        return subprocess.run(
-            [str(FAB), *args], cwd=ROOT, env=env, stdin=subprocess.DEVNULL,
-            capture_output=True, text=True, timeout=900,
-        )  # fmt: skip
-
-
-@pytest.fixture(scope="module")
-def sandbox(request) -> Sandbox:
-    paths = Paths()
-    if preflight.problems() or not fleet_mod.is_up(paths):
-        # Not up: no other session is using it, so the shared fixture may bring it up.
-        return Sandbox(request.getfixturevalue("fleet").paths)
-    return Sandbox(paths)
 
 
 @dataclass
@@ -86,12 +42,12 @@ def reports(store: Store) -> set[str]:
     return {p.name for p in folder.iterdir()} if folder.is_dir() else set()
 
 
-def ssh_logins(sandbox, box: str) -> int:
-    said = sandbox.sh(box, "journalctl -u ssh.service -o cat --no-pager | grep -c 'Accepted '")
+def ssh_logins(fleet, box: str) -> int:
+    said = fleet.sh(box, "journalctl -u ssh.service -o cat --no-pager | grep -c 'Accepted '")
     return int(said.stdout.strip() or 0)
 
 
-def snapshot(sandbox, box: str) -> str:
+def snapshot(fleet, box: str) -> str:
     """What a drill could change on a box: services and when they started, files, locks."""
     script = (
         "systemctl show -p ActiveState,ActiveEnterTimestampMonotonic,NRestarts "
@@ -102,18 +58,19 @@ def snapshot(sandbox, box: str) -> str:
         "-o -printf '%p %s %m %T@\\n' | sort; "
         "git -c safe.directory=/opt/zachot/repo -C /opt/zachot/repo rev-parse HEAD; true"
     )
-    return sandbox.sh(box, script).stdout
+    return fleet.sh(box, script).stdout
 
 
 @pytest.fixture(scope="module")
-def drilled(sandbox) -> Drilled:
-    sandbox.reset(NEW)
-    backup = sandbox.fab("-H", SOURCE, "backup.all")
+def drilled(fleet) -> Drilled:
+    fleet.claim(SOURCE)
+    fleet.reset(NEW)
+    backup = fleet.fab("-H", SOURCE, "backup.all")
     assert backup.returncode == 0, backup.stdout + backup.stderr
-    store = Store(load_inventory(sandbox.inventory).host(SOURCE).store.path)
+    store = Store(load_inventory(fleet.inventory).host(SOURCE).store.path)
     before = reports(store)
-    wheels = ("--wheelhouse", str(sandbox.paths.wheels))
-    run = sandbox.fab("-H", NEW, "drill", "--source", SOURCE, "--yes", *wheels)
+    wheels = ("--wheelhouse", str(fleet.paths.wheels))
+    run = fleet.fab("-H", NEW, "drill", "--source", SOURCE, "--yes", *wheels, timeout=900)
     return Drilled(run, store, before)
 
 
@@ -164,8 +121,8 @@ def test_drill_writes_private_markdown_and_json_reports(drilled):
     assert [p for p in drilled.store.problems() if p.startswith(mine)] == []
 
 
-def test_no_secret_value_in_output_or_reports(drilled, sandbox):
-    env = sandbox.exec(SOURCE, ["cat", ENV]).stdout
+def test_no_secret_value_in_output_or_reports(drilled, fleet):
+    env = fleet.exec(SOURCE, ["cat", ENV]).stdout
     canary = next(ln.split("=", 1)[1] for ln in env.splitlines() if ln.startswith("API_SECRET_"))
     assert len(canary) >= 8
     md, _ = written(drilled)
@@ -178,50 +135,50 @@ def test_no_secret_value_in_output_or_reports(drilled, sandbox):
         assert canary not in text
 
 
-def test_backup_verify_shows_the_drill_date(drilled, sandbox):
+def test_backup_verify_shows_the_drill_date(drilled, fleet):
     _, doc = written(drilled)
     when = datetime.fromisoformat(doc["finished"]).strftime("%Y-%m-%d %H:%M UTC")
-    verify = sandbox.fab("-H", SOURCE, "backup.verify")
+    verify = fleet.fab("-H", SOURCE, "backup.verify")
     # Exit 1 is fine here: prod3's backups are not replicated to vault in this module.
     assert verify.returncode in (0, 1) and "Traceback" not in verify.stderr, verify.stderr
     assert f"{SOURCE}: last drill: {when} (pass) onto {NEW}" in verify.stdout
-    rows = json.loads(sandbox.fab("-H", SOURCE, "backup.verify", "--json").stdout)
+    rows = json.loads(fleet.fab("-H", SOURCE, "backup.verify", "--json").stdout)
     [drill] = [r for r in rows if r.get("drill")]
     assert (drill["host"], drill["id"], drill["pass"]) == (SOURCE, doc["id"], True)
 
 
 @pytest.mark.parametrize("target", [SOURCE, "prod2"])
-def test_drill_refuses_a_host_not_marked_scratch_and_changes_nothing(drilled, sandbox, target):
+def test_drill_refuses_a_host_not_marked_scratch_and_changes_nothing(drilled, fleet, target):
     # The refusal is judged from the inventory: the source box sees no login and no change.
-    before = (snapshot(sandbox, SOURCE), ssh_logins(sandbox, SOURCE), reports(drilled.store))
-    run = sandbox.fab("-H", target, "drill", "--source", SOURCE, "--yes")
+    before = (snapshot(fleet, SOURCE), ssh_logins(fleet, SOURCE), reports(drilled.store))
+    run = fleet.fab("-H", target, "drill", "--source", SOURCE, "--yes")
     assert run.returncode == 2, run.stdout + run.stderr
     [line] = run.stderr.strip().splitlines()
     said = "is the drill's source" if target == SOURCE else "is not a scratch host"
     assert line.startswith(f"error: {target} {said}") and "fab -H new-box drill" in line
     assert run.stdout == ""  # no plan: the plan is only built over a connection
     assert (
-        snapshot(sandbox, SOURCE),
-        ssh_logins(sandbox, SOURCE),
+        snapshot(fleet, SOURCE),
+        ssh_logins(fleet, SOURCE),
         reports(drilled.store),
     ) == before
 
 
-def test_drill_without_yes_in_a_non_interactive_run_changes_nothing(drilled, sandbox):
+def test_drill_without_yes_in_a_non_interactive_run_changes_nothing(drilled, fleet):
     """Runs before the last test; new-box still holds the passing drill's restore."""
-    before = (snapshot(sandbox, NEW), reports(drilled.store))
-    wheels = ("--wheelhouse", str(sandbox.paths.wheels))
-    run = sandbox.fab("-H", NEW, "drill", "--source", SOURCE, *wheels)
+    before = (snapshot(fleet, NEW), reports(drilled.store))
+    wheels = ("--wheelhouse", str(fleet.paths.wheels))
+    run = fleet.fab("-H", NEW, "drill", "--source", SOURCE, *wheels)
     assert run.returncode == 2
     assert "refusing without --yes in a non-interactive run" in run.stderr
-    assert (snapshot(sandbox, NEW), reports(drilled.store)) == before
+    assert (snapshot(fleet, NEW), reports(drilled.store)) == before
 
 
-def test_a_failed_restore_fails_the_drill_and_still_writes_the_report(drilled, sandbox):
+def test_a_failed_restore_fails_the_drill_and_still_writes_the_report(drilled, fleet):
     """Resets new-box. Without a wheel source pip cannot reach PyPI from the box: step 5 fails."""
-    sandbox.reset(NEW)
+    fleet.reset(NEW)
     before = reports(drilled.store)
-    run = sandbox.fab("-H", NEW, "drill", "--source", SOURCE, "--yes")
+    run = fleet.fab("-H", NEW, "drill", "--source", SOURCE, "--yes", timeout=900)
     assert run.returncode == 1, run.stdout + run.stderr
     last = run.stderr.strip().splitlines()[-1]
     assert last.startswith("error: drill ") and "step 5" in last and "report: " in last

@@ -90,6 +90,7 @@ def secret_values(fleet) -> list[str]:
 
 @pytest.fixture(scope="module")
 def rebuilt(fleet) -> Rebuild:
+    fleet.claim(SOURCE)
     fleet.reset(NEW)
     backup = fleet.fab("-H", SOURCE, "backup.all")
     assert backup.returncode == 0, backup.stdout + backup.stderr

@@ -1,8 +1,10 @@
 import pytest
+from invoke import Config, Context
 from invoke.exceptions import Exit
 
 from fabfile.core import runner
 from fabfile.core.errors import ConnectError, ExitCode, UsageError
+from fabfile.core.inventory import load_inventory
 from fabfile.core.model import Host
 
 pytestmark = pytest.mark.unit
@@ -49,3 +51,22 @@ def test_confirm_refuses_without_yes_when_not_interactive(monkeypatch):
     with pytest.raises(UsageError, match="refusing without --yes"):
         runner.confirm("Restore?", yes=False)
     runner.confirm("Restore?", yes=True)
+
+
+def test_target_hosts_come_from_the_whole_h_list_or_every_host(tmp_path):
+    path = tmp_path / "inventory.yml"
+    path.write_text(
+        "all:\n  vars:\n    backup:\n      offsite_host: vault\n"
+        "  hosts:\n    prod:\n    prod2:\n    vault:\n"
+    )
+    inventory = load_inventory(path)
+
+    def names(hosts_flag: str | None, **kwargs) -> list[str]:
+        c = Context(Config(overrides={"zachot": {"hosts": hosts_flag}}))
+        return [h.name for h in runner.target_hosts(c, inventory, **kwargs)]
+
+    assert names("prod2,vault") == ["prod2", "vault"]
+    assert names(None, required=False) == ["prod", "prod2", "vault"]
+    assert names(None, required=False, offsite_boxes=False) == ["prod", "prod2"]
+    with pytest.raises(UsageError, match="name a host or group with -H"):
+        names(None)
