@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import io
 import logging
+import re
 import threading
 from dataclasses import dataclass
 
@@ -20,6 +21,8 @@ MASK = "********"
 # Short values and plain numbers ("2", "true", "8000") are counts, flags and
 # ports, not secrets; masking them would mangle every URL and table.
 _MIN_SECRET_LEN = 6
+# What an assignment's name looks like; anything else on a KEY=value-shaped line is text.
+_KEY_NAME = re.compile(r"(?:export\s+)?[A-Za-z_][A-Za-z0-9_.]*\Z")
 _lock = threading.Lock()
 _secrets: set[str] = set()
 
@@ -56,13 +59,25 @@ def mask(text: str) -> str:
 def env_values(data: bytes) -> dict[str, str]:
     """The KEY=value assignments of an env file (python-dotenv), every value registered.
 
-    A line without '=' (the tail of an unquoted multi-line value, a PEM key's body)
-    comes back from python-dotenv as a key with no value: it is a piece of a secret,
-    so its text is registered too and it is never listed as a key."""
+    Some lines only look like assignments to python-dotenv. A line without '=' (the tail
+    of an unquoted multi-line value, a PEM key's body) comes back as a key with no value;
+    a base64 line ending in '==' comes back as a key whose value is '='; and base64 may
+    hold '+' or '/', which no variable name does. Such a "key" is a piece of a secret: its
+    text is registered, and it is never listed as a key. (One '=' of padding reads exactly
+    like an empty `NAME=`, so that line stays a key.)"""
     text = data.decode("utf-8", errors="replace").lstrip("\ufeff")
     values = dotenv_values(stream=io.StringIO(text))
-    register(key if value is None else value for key, value in values.items())
-    return {key: value for key, value in values.items() if value is not None}
+    fragments = {k for k, v in values.items() if not _is_assignment(k, v)}
+    register(fragments)
+    register(v for k, v in values.items() if k not in fragments)
+    return {k: v for k, v in values.items() if k not in fragments and v is not None}
+
+
+def _is_assignment(key: str, value: str | None) -> bool:
+    if value is None or not _KEY_NAME.match(key):
+        return False
+    # "AbC==" parses as AbC with value "=": base64 padding, not an assignment.
+    return not value.startswith("=")
 
 
 def parse_env(data: bytes, required: tuple[str, ...] = ()) -> EnvSummary:

@@ -323,7 +323,7 @@ class Transport:
             local_path.open("rb") as src,
             output.progress(f"push {label or remote_path}", size) as adv,
         ):
-            ex = self._exchange(command, stdin=_Chained(prefix, src, adv), timeout=None)
+            ex = self._exchange(command, stdin=_Chained(prefix, src, adv), timeout=IDLE_TIMEOUT)
         trailer = self._trailer(ex, remote_path)
         if trailer["sha256"] != digest:
             raise TransferError(f"{self.host.name}: {remote_path}: server stored different bytes")

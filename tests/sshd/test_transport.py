@@ -4,15 +4,19 @@ from __future__ import annotations
 
 import hashlib
 import os
+import signal
 import socket
 import stat
+import subprocess
 import threading
 import time
+from contextlib import suppress
 from dataclasses import replace
 from pathlib import Path
 
 import pytest
 
+from fabfile.core import transport as transport_module
 from fabfile.core.errors import (
     ConnectError,
     HostKeyError,
@@ -188,3 +192,50 @@ def test_connection_killed_mid_push_keeps_the_old_file_then_a_retry_works(sshd, 
         t.push(src, str(target))
     assert target.read_bytes() == src.read_bytes()
     assert not [p.name for p in sshd.root.iterdir() if "zachot-part" in p.name]
+
+
+def _descendants(pid: int) -> list[int]:
+    children = subprocess.run(["pgrep", "-P", str(pid)], capture_output=True, text=True).stdout
+    return [d for c in map(int, children.split()) for d in (c, *_descendants(c))]
+
+
+@pytest.mark.parametrize("direction", ["push", "pull"])
+def test_a_link_gone_silent_mid_transfer_fails_at_the_idle_timeout(
+    sshd, tmp_path, monkeypatch, direction
+):
+    """The server stops reading and writing (SIGSTOP), as a link that drops packets does."""
+    monkeypatch.setattr(transport_module, "IDLE_TIMEOUT", 2.0)
+    target = sshd.root / f"silent-{direction}.bin"
+    target.write_bytes(b"OLD=1\n")
+    src = tmp_path / "big"
+    src.write_bytes(os.urandom(64 * 1024 * 1024))
+    before = set(sshd.sessions())
+    frozen: list[int] = []
+
+    def freeze() -> None:
+        for session in set(sshd.sessions()) - before:
+            frozen.extend([session, *_descendants(session)])
+        for pid in frozen:
+            os.kill(pid, signal.SIGSTOP)
+
+    try:
+        with Transport(sshd.host) as t:
+            timer = threading.Timer(0.3, freeze)
+            timer.start()
+            started = time.monotonic()
+            with pytest.raises(TransferError, match="no data for 2s; the connection looks dead"):
+                if direction == "push":
+                    t.push(src, str(target))
+                else:
+                    script = f"cat {src}; sleep 60"
+                    t.pull_stream(["sh", "-c", script], tmp_path / "pulled", label="big")
+            timer.join()
+            assert frozen and time.monotonic() - started < 30
+    finally:
+        for pid in frozen:
+            with suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGKILL)
+                os.kill(pid, signal.SIGCONT)
+    assert target.read_bytes() == b"OLD=1\n"
+    assert not (tmp_path / "pulled").exists()
+    assert [p.name for p in tmp_path.iterdir()] == ["big"]

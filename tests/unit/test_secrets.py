@@ -29,3 +29,14 @@ def test_parsed_values_are_masked_everywhere_after_parsing():
 def test_short_values_are_not_treated_as_secrets():
     secrets.parse_env(b"WORKER_CONCURRENCY=4\nDEBUG=no\n")
     assert secrets.mask("4 workers, no debug") == "4 workers, no debug"
+
+
+def test_base64_lines_of_an_unquoted_multi_line_value_are_never_key_names():
+    env = (
+        b"REDIS_URL=redis://127.0.0.1/0\nCERT=MIIBfragment\n"
+        b"dGhpcyBpcyBzZWNyZXQ==\nQUJDRA+/xyzzy\nWORKER_CONCURRENCY=2\nEMPTY=\n"
+    )
+    summary = secrets.parse_env(env)
+    assert summary.keys == ("REDIS_URL", "CERT", "WORKER_CONCURRENCY", "EMPTY")
+    for piece in ("dGhpcyBpcyBzZWNyZXQ", "QUJDRA+/xyzzy"):
+        assert secrets.mask(f"line {piece} here") == f"line {secrets.MASK} here"
