@@ -43,6 +43,8 @@ REFUSED = (
     "in the inventory and run fab backup.{kind} (this backup stays local)"
 )
 
+SUPERSEDED = "not encrypted, and a newer encrypted backup goes off-site instead; prune it"
+
 
 @dataclass(frozen=True)
 class RemoteBackup:
@@ -300,15 +302,18 @@ def replicate(host: Host, vault: Vault, *, dry_run: bool = False) -> list[Row]:
     """Send every backup of `host` the vault lacks, oldest first (holders before references)."""
     store = Store(host.store.path)
     remote = list_remote(vault, host)
+    refs = store.list(host.name)
+    # Per kind, the newest backup that may leave: plain ones before it are superseded.
+    newest_sendable = {ref.kind: i for i, ref in enumerate(refs) if unencrypted(ref) is None}
     rows: list[Row] = []
-    for ref in store.list(host.name):
+    for i, ref in enumerate(refs):
         if rows and not rows[-1].ok and not dry_run and not vault.alive():
             lost = f"lost the connection to {vault.name}"
             rows.append(Row(ref.host, ref.kind, ref.id, "send", "not tried", False, lost))
             continue
-        rows.append(
-            _replicate_one(store, host, vault, ref, remote.get((ref.kind, ref.id)), dry_run)
-        )
+        superseded = newest_sendable.get(ref.kind, -1) > i
+        there = remote.get((ref.kind, ref.id))
+        rows.append(_replicate_one(store, host, vault, ref, there, dry_run, superseded))
     return rows
 
 
@@ -319,11 +324,15 @@ def _replicate_one(
     ref: BackupRef,
     there: RemoteBackup | None,
     dry_run: bool,
+    superseded: bool = False,
 ) -> Row:
     def row(action: str, result: str, ok: bool, detail: str = "") -> Row:
         return Row(ref.host, ref.kind, ref.id, action, result, ok, detail)
 
     if (why := unencrypted(ref)) is not None:
+        if superseded:
+            # Taken before encryption was on: the newer encrypted backup covers it off-site.
+            return row("skip", "stays local", True, SUPERSEDED)
         return row("refuse", "REFUSED", False, why)
     try:
         items = uploads(store, ref)

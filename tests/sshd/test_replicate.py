@@ -218,6 +218,17 @@ def test_unencrypted_env_is_refused_other_kinds_still_go(host, vault):
     assert "set backup.age_recipients" in env_state.detail
     assert units_state.ok
 
+    # Encryption turned on later: the plain backup stays local without failing every run.
+    backup(host, ["env"], at=DAY + timedelta(days=1))
+    rows = {r.id: r for r in replicate(host, vault) if r.kind == "env"}
+    old, new = Store(host.store.path).list("local", "env")
+    assert (rows[old.id].result, rows[old.id].ok) == ("stays local", True)
+    assert "newer encrypted backup" in rows[old.id].detail
+    assert (rows[new.id].result, rows[new.id].ok) == ("sent+verified", True)
+    assert not (remote_dir(host, vault, "env", old.id)).exists()
+    stored = remote_dir(host, vault, "env", new.id, "zachot.env.age").read_bytes()
+    assert b"REDIS_URL" not in stored and stored.startswith(b"age-encryption.org/v1")
+
 
 def test_dead_vault_or_none_configured_is_one_clear_error(host, vault):
     backup(host, ["units"])
