@@ -23,7 +23,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from .errors import ZachotError
-from .transport import Transport
+from .transport import CommandResult, Transport
 
 BEGIN = "# >>> zachot backup.cron: managed by `fab backup.cron`; edit with --install/--remove >>>"
 END = "# <<< zachot backup.cron <<<"
@@ -260,14 +260,20 @@ def _one_line(said: str, code: int) -> str:
 
 def read_server_file(transport: Transport, path: str = SERVER_FILE) -> str | None:
     """The cron file's text on the host, or None when there is none."""
-    script = 'if [ -e "$1" ]; then cat -- "$1"; else exit 3; fi'
+    done = _if_present(transport, "cat", path, "read")
+    return None if done is None else done.stdout
+
+
+def _if_present(transport: Transport, command: str, path: str, doing: str) -> CommandResult | None:
+    """Run `command -- path` with sudo; None when there is no such file."""
+    script = f'if [ -e "$1" ]; then {command} -- "$1"; else exit 3; fi'
     done = transport.run(["sh", "-c", script, "sh", path], sudo=True, check=False)
     if done.exit_code == 3:
         return None
     if not done.ok:
         last = (done.stderr.strip().splitlines() or [f"exit {done.exit_code}"])[-1]
-        raise CrontabError(f"{transport.host.name}: cannot read {path}: {last}")
-    return done.stdout
+        raise CrontabError(f"{transport.host.name}: cannot {doing} {path}: {last}")
+    return done
 
 
 def write_server_file(transport: Transport, text: str, path: str = SERVER_FILE) -> None:
@@ -284,11 +290,4 @@ def write_server_file(transport: Transport, text: str, path: str = SERVER_FILE) 
 
 def remove_server_file(transport: Transport, path: str = SERVER_FILE) -> bool:
     """Delete the cron file; False when it was not there."""
-    script = 'if [ -e "$1" ]; then rm -f -- "$1"; else exit 3; fi'
-    done = transport.run(["sh", "-c", script, "sh", path], sudo=True, check=False)
-    if done.exit_code == 3:
-        return False
-    if not done.ok:
-        last = (done.stderr.strip().splitlines() or [f"exit {done.exit_code}"])[-1]
-        raise CrontabError(f"{transport.host.name}: cannot remove {path}: {last}")
-    return True
+    return _if_present(transport, "rm -f", path, "remove") is not None
