@@ -251,6 +251,10 @@ class Transport:
         if _sudo_refused(probe.stderr):
             raise not_allowed
         if not self._sudo_password:
+            # `sudo -n -v` tells a non-sudoer apart without a password; `true` cannot.
+            validate = self._exchange("sudo -n -v", stdin=b"", timeout=None)
+            if _sudo_refused(validate.stderr):
+                raise not_allowed
             raise SudoError(
                 f"{self.host.name}: sudo needs a password for {user!r}; set sudo_password_env "
                 "in the inventory or pass fab --prompt-for-sudo-password"

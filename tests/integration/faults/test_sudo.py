@@ -20,6 +20,11 @@ CASES = {
     "wrong password": ("faultpw", "wrong-pw-0b7d", "sudo password rejected for 'faultpw'"),
     "no password given": ("faultpw", None, "sudo needs a password for 'faultpw'"),
     "not in sudoers": ("faultnosudo", PASSWORD, "user 'faultnosudo' may not use sudo"),
+    "not in sudoers, no password given": (
+        "faultnosudo",
+        None,
+        "user 'faultnosudo' may not use sudo",
+    ),
 }
 USERS = (
     'set -e; for u in faultpw faultnosudo; do useradd -m -s /bin/sh "$u"; '
