@@ -190,9 +190,16 @@ class Transport:
         elif isinstance(exc, socket.gaierror):
             why = f"cannot resolve {conn.host!r}; check address in the inventory"
         elif isinstance(exc, paramiko.SSHException) and str(exc) in _HANDSHAKE_STALLED:
-            # The port took the connection but no SSH handshake finished: a hung
-            # sshd, an overloaded box, or a port that is not SSH at all.
-            why = f"no SSH handshake in {seconds:g} s; is sshd hung, is the port right?"
+            if isinstance(exc.__context__, EOFError):
+                # Taken and closed at once: a firewall or proxy, or a service that is not sshd.
+                why = (
+                    "the connection was closed before any SSH banner; is it an SSH port, "
+                    "or is a firewall or proxy in the way?"
+                )
+            else:
+                # The port took the connection but no SSH handshake finished: a hung
+                # sshd, an overloaded box, or a port that is not SSH at all.
+                why = f"no SSH handshake in {seconds:g} s; is sshd hung, is the port right?"
         else:
             why = f"{type(exc).__name__}: {exc}"
         return ConnectError(f"{where}: {why}")

@@ -152,9 +152,29 @@ def test_silent_server_times_out_within_connect_timeout(sshd):
     listener.listen()
     host = replace(sshd.host, port=listener.getsockname()[1], connect_timeout=1)
     started = time.monotonic()
-    with pytest.raises(ConnectError):
+    with pytest.raises(ConnectError, match=r"no SSH handshake in 1 s; is sshd hung"):
         Transport(host).open()
     assert time.monotonic() - started < 10
+    listener.close()
+
+
+def test_a_port_that_closes_at_once_is_not_called_a_timeout(sshd):
+    """As a firewall or proxy that takes every connection and drops it does."""
+    listener = socket.socket()
+    listener.bind(("127.0.0.1", 0))
+    listener.listen()
+
+    def close_each() -> None:
+        with suppress(OSError):
+            while True:
+                listener.accept()[0].close()
+
+    threading.Thread(target=close_each, daemon=True).start()
+    host = replace(sshd.host, port=listener.getsockname()[1], connect_timeout=30)
+    started = time.monotonic()
+    with pytest.raises(ConnectError, match="closed before any SSH banner; is it an SSH port"):
+        Transport(host).open()
+    assert time.monotonic() - started < 5
     listener.close()
 
 
