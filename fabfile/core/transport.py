@@ -185,21 +185,24 @@ class Transport:
             why = f"authentication failed for user {conn.user!r}; check user and identity_file"
         elif _unreachable(exc):
             why = "host unreachable (no route, or no reply); is the box up, is the address right?"
-        elif isinstance(exc, paramiko.ssh_exception.NoValidConnectionsError | ConnectionError):
+        elif isinstance(
+            exc, paramiko.ssh_exception.NoValidConnectionsError | ConnectionRefusedError
+        ):
             why = "connection refused; is sshd running and is the port right?"
+        elif isinstance(exc, ConnectionError | EOFError) or (
+            isinstance(exc, paramiko.SSHException) and _closed_before_banner(exc)
+        ):
+            # Taken, then closed or reset at once: a firewall or proxy, or not an sshd.
+            why = (
+                "the connection was closed before the SSH handshake finished; is it an SSH "
+                "port, or is a firewall or proxy in the way?"
+            )
         elif isinstance(exc, socket.gaierror):
             why = f"cannot resolve {conn.host!r}; check address in the inventory"
         elif isinstance(exc, paramiko.SSHException) and str(exc) in _HANDSHAKE_STALLED:
-            if isinstance(exc.__context__, EOFError):
-                # Taken and closed at once: a firewall or proxy, or a service that is not sshd.
-                why = (
-                    "the connection was closed before any SSH banner; is it an SSH port, "
-                    "or is a firewall or proxy in the way?"
-                )
-            else:
-                # The port took the connection but no SSH handshake finished: a hung
-                # sshd, an overloaded box, or a port that is not SSH at all.
-                why = f"no SSH handshake in {seconds:g} s; is sshd hung, is the port right?"
+            # The port took the connection but no SSH handshake finished: a hung
+            # sshd, an overloaded box, or a port that is not SSH at all.
+            why = f"no SSH handshake in {seconds:g} s; is sshd hung, is the port right?"
         else:
             why = f"{type(exc).__name__}: {exc}"
         return ConnectError(f"{where}: {why}")
@@ -485,7 +488,16 @@ def _drain_stderr(chan: paramiko.Channel, into: list[bytes]) -> None:
 
 
 # What paramiko raises when banner_timeout or the connect timeout ends a handshake.
-_HANDSHAKE_STALLED = frozenset({"Error reading SSH protocol banner", "No existing session"})
+_BANNER_ERROR = "Error reading SSH protocol banner"
+_HANDSHAKE_STALLED = frozenset({_BANNER_ERROR, "No existing session"})
+
+
+def _closed_before_banner(exc: paramiko.SSHException) -> bool:
+    """paramiko words a closed (FIN) or reset (RST) port like a banner timeout; the
+    exception under it tells them apart."""
+    return str(exc).startswith(_BANNER_ERROR) and isinstance(
+        exc.__context__, EOFError | ConnectionError
+    )
 
 
 def _unreachable(exc: Exception) -> bool:

@@ -237,8 +237,10 @@ def test_up_recovers_after_crash(fleet):
     specs = {s.name: s for s in recorded_specs(fleet.paths)}
     vault = specs["vault"]
     orphan = box.leader_pid(fleet.paths, vault)
-    procs.kill(box.nspawn_pid(fleet.paths, vault), signal.SIGKILL)
+    nspawn = box.nspawn_pid(fleet.paths, vault)
+    procs.kill(nspawn, signal.SIGKILL)
     procs.kill(int(fleet.paths.server_pid.read_text()), signal.SIGKILL)
+    assert procs.wait_gone(nspawn, 5)  # SIGKILL lands asynchronously
     assert not box.is_running(fleet.paths, vault)
     fleet_mod.up(extra_prod=len(specs) - 3, paths=fleet.paths, log=lambda _m: None)
     assert procs.wait_gone(orphan, 5)  # gone or a zombie awaiting the host init

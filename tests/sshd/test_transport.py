@@ -7,6 +7,7 @@ import os
 import signal
 import socket
 import stat
+import struct
 import subprocess
 import threading
 import time
@@ -158,8 +159,9 @@ def test_silent_server_times_out_within_connect_timeout(sshd):
     listener.close()
 
 
-def test_a_port_that_closes_at_once_is_not_called_a_timeout(sshd):
-    """As a firewall or proxy that takes every connection and drops it does."""
+@pytest.mark.parametrize("closing", ["fin", "rst"])
+def test_a_port_that_closes_at_once_is_not_called_a_timeout(sshd, closing):
+    """As a firewall or proxy that takes every connection and drops it (FIN) or resets it."""
     listener = socket.socket()
     listener.bind(("127.0.0.1", 0))
     listener.listen()
@@ -167,12 +169,17 @@ def test_a_port_that_closes_at_once_is_not_called_a_timeout(sshd):
     def close_each() -> None:
         with suppress(OSError):
             while True:
-                listener.accept()[0].close()
+                conn = listener.accept()[0]
+                if closing == "rst":  # linger 0: close() sends RST
+                    conn.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+                conn.close()
 
     threading.Thread(target=close_each, daemon=True).start()
     host = replace(sshd.host, port=listener.getsockname()[1], connect_timeout=30)
     started = time.monotonic()
-    with pytest.raises(ConnectError, match="closed before any SSH banner; is it an SSH port"):
+    with pytest.raises(
+        ConnectError, match="closed before the SSH handshake finished; is it an SSH port"
+    ):
         Transport(host).open()
     assert time.monotonic() - started < 5
     listener.close()
