@@ -8,10 +8,13 @@ a green run with zero integration tests would be a false green.
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
 import time
+import urllib.error
+import urllib.request
 import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -21,7 +24,7 @@ import pytest
 from sandbox import fleet as fleet_mod
 from sandbox import preflight
 from sandbox.box import box_exec
-from sandbox.config import INVENTORY, Paths
+from sandbox.config import API_PORT, INVENTORY, Paths
 from sandbox.state import load_state, recorded_specs
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -104,6 +107,21 @@ class Fleet:
                 return True
             time.sleep(0.3)
         return False
+
+    def health(self, box: str) -> tuple[int | None, dict]:
+        """GET /health from the operator side, as a load balancer would: status and body,
+        or (None, {}) when nothing answers."""
+        url = f"http://{self.addresses[box]}:{API_PORT}/health"
+        try:
+            with urllib.request.urlopen(url, timeout=5) as answer:
+                return answer.status, json.loads(answer.read())
+        except urllib.error.HTTPError as exc:
+            try:
+                return exc.code, json.loads(exc.read())
+            except ValueError:
+                return exc.code, {}
+        except OSError:
+            return None, {}
 
     def ssh_argv(self, box: str, user: str = "ops") -> list[str]:
         """OpenSSH client argv that logs in as the operator, checking the recorded host key."""

@@ -8,8 +8,6 @@ from __future__ import annotations
 
 import json
 import re
-import urllib.error
-import urllib.request
 
 import pytest
 
@@ -48,18 +46,6 @@ def commit_of(fleet, ref: str) -> str:
     return git(fleet, "rev-parse", f"{ref}^{{commit}}")
 
 
-def health(fleet) -> tuple[int | None, dict]:
-    """GET /health from the operator side, as a load balancer would."""
-    url = f"http://{fleet.addresses[BOX]}:8000/health"
-    try:
-        with urllib.request.urlopen(url, timeout=5) as answer:
-            return answer.status, json.loads(answer.read())
-    except urllib.error.HTTPError as exc:
-        return exc.code, {}
-    except OSError:
-        return None, {}
-
-
 def history(fleet) -> list[dict]:
     said = fleet.exec(BOX, ["sh", "-c", f"[ ! -e {HISTORY} ] || cat {HISTORY}"]).stdout
     return [json.loads(line) for line in said.splitlines() if line.strip()]
@@ -89,7 +75,7 @@ def test_bad_release_fails_at_a_health_gate_then_rollbacks_skip_the_bad_ref(prod
     assert "recorded as failed" in release.stderr and "deploy.rollback" in release.stderr
     assert "KeyError: 'ZACHOT_FEATURE_FLAGS'" in release.stdout  # the error log's tail
     assert git(prod2, "rev-parse", "HEAD") == bad
-    assert health(prod2)[0] != 200
+    assert prod2.health(BOX)[0] != 200
     [failed] = history(prod2)
     assert failed["action"] == "release" and failed["result"] == "failed"
     assert failed["commit"] == failed["bad"] == bad and failed["previous"] == v120
@@ -97,7 +83,7 @@ def test_bad_release_fails_at_a_health_gate_then_rollbacks_skip_the_bad_ref(prod
     first = deploy(prod2, "deploy.rollback", "--yes")
     assert first.returncode == 0
     assert git(prod2, "rev-parse", "HEAD") == v120
-    status, body = health(prod2)
+    status, body = prod2.health(BOX)
     assert status == 200 and body["version"] == "v1.2.0"
     assert prod2.job_processed(BOX)
     rolled = history(prod2)[-1]
@@ -108,7 +94,7 @@ def test_bad_release_fails_at_a_health_gate_then_rollbacks_skip_the_bad_ref(prod
     second = deploy(prod2, "deploy.rollback", "--yes")
     assert second.returncode == 0
     assert git(prod2, "rev-parse", "HEAD") == v110  # not back to bad
-    status, body = health(prod2)
+    status, body = prod2.health(BOX)
     assert status == 200 and body["version"] == "v1.1.0"
     assert history(prod2)[-1]["commit"] == v110 and history(prod2)[-1]["bad"] == v120
     assert total(second) <= RTO_TARGET
@@ -118,12 +104,12 @@ def test_release_rolls_forward_and_a_rerun_changes_nothing(prod2):
     v100, v120 = commit_of(prod2, "v1.0.0"), commit_of(prod2, "v1.2.0")
     back = deploy(prod2, "deploy.rollback", "--to=v1.0.0", "--yes")
     assert back.returncode == 0 and git(prod2, "rev-parse", "HEAD") == v100
-    assert health(prod2)[1]["version"] == "v1.0.0"
+    assert prod2.health(BOX)[1]["version"] == "v1.0.0"
 
     forward = deploy(prod2, "deploy.release", "--to=v1.2.0", "--yes")
     assert forward.returncode == 0
     assert git(prod2, "rev-parse", "HEAD") == v120
-    assert health(prod2) == (200, {"status": "ok", "redis": True, "version": "v1.2.0"})
+    assert prod2.health(BOX) == (200, {"status": "ok", "redis": True, "version": "v1.2.0"})
     entries = history(prod2)
     assert [(e["action"], e["result"]) for e in entries] == [("rollback", "ok"), ("release", "ok")]
     assert entries[-1]["bad"] is None and entries[-1]["previous"] == v100
@@ -155,12 +141,12 @@ def test_a_changed_requirements_txt_is_installed_from_find_links(prod2):
     assert f"installed requirements.txt from wheels from {wheels} (no index)" in run.stdout
     installed = prod2.exec(BOX, ["cat", marker]).stdout.strip()
     assert installed == prod2.exec(BOX, ["sha256sum", f"{REPO}/requirements.txt"]).stdout.split()[0]
-    assert health(prod2)[1]["version"] == "local-reqs"
+    assert prod2.health(BOX)[1]["version"] == "local-reqs"
 
     back = deploy(prod2, "deploy.rollback", f"--find-links={wheels}", "--yes")
     assert back.returncode == 0
     assert f"installed requirements.txt from wheels from {wheels}" in back.stdout
-    assert health(prod2)[1]["version"] == "v1.2.0"
+    assert prod2.health(BOX)[1]["version"] == "v1.2.0"
     assert prod2.exec(BOX, ["cat", marker]).stdout.strip() != installed
 
 

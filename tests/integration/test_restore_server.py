@@ -8,16 +8,11 @@ a run that fails and resumes), so they stay at the end of the file.
 
 from __future__ import annotations
 
-import json
 import re
 import subprocess
-import urllib.error
-import urllib.request
 from dataclasses import dataclass
 
 import pytest
-
-from sandbox.config import API_PORT
 
 pytestmark = pytest.mark.integration
 
@@ -74,15 +69,6 @@ def head(fleet, box: str) -> str:
     return fleet.exec(box, ["runuser", "-u", "zachot", "--", *git]).stdout.strip()
 
 
-def health(fleet, box: str) -> tuple[int, dict]:
-    url = f"http://{fleet.addresses[box]}:{API_PORT}/health"
-    try:
-        with urllib.request.urlopen(url, timeout=5) as r:
-            return r.status, json.loads(r.read())
-    except urllib.error.HTTPError as e:
-        return e.code, {}
-
-
 def secret_values(fleet) -> list[str]:
     text = fleet.exec(SOURCE, ["cat", ENV]).stdout
     return [ln.split("=", 1)[1] for ln in text.splitlines() if "SECRET" in ln or "DSN" in ln]
@@ -117,9 +103,9 @@ def test_restore_runs_seven_steps_and_the_api_answers(rebuilt, fleet):
     rows = steps_table(rebuilt.run)
     assert [r[2] for r in rows] == ["ok"] * 7
     assert [r[1].startswith(t) for r, t in zip(rows, TITLES, strict=True)] == [True] * 7
-    status, body = health(fleet, NEW)
+    status, body = fleet.health(NEW)
     assert status == 200 and body["redis"] is True
-    assert body["version"] == health(fleet, SOURCE)[1]["version"]
+    assert body["version"] == fleet.health(SOURCE)[1]["version"]
     active = fleet.exec(NEW, ["systemctl", "is-active", *STACK]).stdout.split()
     enabled = fleet.exec(NEW, ["systemctl", "is-enabled", *STACK]).stdout.split()
     assert active == ["active"] * 3 and enabled == ["enabled"] * 3
@@ -165,7 +151,7 @@ def test_second_run_skips_every_step(rebuilt, fleet):
     assert again.returncode == 0, again.stdout + again.stderr
     rows = steps_table(again)
     assert [r[4] for r in rows] == ["already done, skipped"] * 7
-    assert health(fleet, NEW)[0] == 200
+    assert fleet.health(NEW)[0] == 200
 
 
 def test_a_live_server_is_only_replaced_with_force(rebuilt, fleet):
@@ -180,7 +166,7 @@ def test_a_live_server_is_only_replaced_with_force(rebuilt, fleet):
     assert forced.returncode == 0, forced.stdout + forced.stderr
     rows = steps_table(forced)
     assert rows[0][1] == "stop API and worker" and rows[0][2] == "ok"
-    assert health(fleet, NEW) == (200, {"status": "ok", "redis": True, "version": "v1.1.0"})
+    assert fleet.health(NEW) == (200, {"status": "ok", "redis": True, "version": "v1.1.0"})
 
 
 def test_missing_package_installed_and_a_failed_run_resumes(fleet):
@@ -209,4 +195,4 @@ def test_missing_package_installed_and_a_failed_run_resumes(fleet):
     rows = steps_table(resumed)
     assert [r[4] for r in rows[:4]] == ["already done, skipped"] * 4
     assert [r[2] for r in rows] == ["ok"] * 7
-    assert health(fleet, NEW)[0] == 200
+    assert fleet.health(NEW)[0] == 200

@@ -24,14 +24,6 @@ pytestmark = pytest.mark.integration
 ENV_FILE = "/opt/zachot/envs/prod/etc/zachot.env"
 
 
-def get_health(address: str) -> tuple[int, dict]:
-    try:
-        with urllib.request.urlopen(f"http://{address}:{API_PORT}/health", timeout=5) as r:
-            return r.status, json.loads(r.read())
-    except urllib.error.HTTPError as e:
-        return e.code, json.loads(e.read())
-
-
 def wait_for(check, timeout: float = 30, step: float = 0.3):
     end = time.monotonic() + timeout
     while True:
@@ -68,7 +60,7 @@ def test_prod_services_active(fleet):
 
 
 def test_health_answers_from_operator_side(fleet):
-    status, body = get_health(fleet.addresses["prod"])
+    status, body = fleet.health("prod")
     assert status == 200
     assert body == {"status": "ok", "redis": True, "version": "v1.2.0"}
 
@@ -178,14 +170,13 @@ def test_new_box_has_no_trace_of_zachot(fleet):
 def test_health_reports_redis_down(fleet):
     try:
         fleet.exec("prod", ["systemctl", "stop", "redis-server"])
-        status, body = get_health(fleet.addresses["prod"])
+        status, body = fleet.health("prod")
         assert (status, body["redis"], body["status"]) == (503, False, "degraded")
     finally:
         fleet.exec("prod", ["systemctl", "start", "redis-server"])
 
 
 def test_bad_commit_fails_at_start_and_reset_restores(fleet):
-    prod = fleet.addresses["prod"]
     try:
         broken = fleet.sh(
             "prod",
@@ -198,7 +189,7 @@ def test_bad_commit_fails_at_start_and_reset_restores(fleet):
             lambda: "KeyError" in fleet.exec("prod", ["cat", "/opt/zachot/logs/api.err"]).stdout,
             timeout=20,
         )
-        assert wait_for(lambda: get_health_or_none(prod) is None, timeout=20)
+        assert wait_for(lambda: fleet.health("prod")[0] is None, timeout=20)
         fleet.exec("prod", ["rm", ENV_FILE])
     finally:
         t0 = time.monotonic()
@@ -207,14 +198,7 @@ def test_bad_commit_fails_at_start_and_reset_restores(fleet):
     assert took < 60, f"reset took {took:.1f}s"
     after = fleet.sh("prod", f"test -f {ENV_FILE} && test ! -e /opt/zachot/marker && echo clean")
     assert after.stdout.strip() == "clean"
-    assert get_health(prod) == (200, {"status": "ok", "redis": True, "version": "v1.2.0"})
-
-
-def get_health_or_none(address: str) -> tuple[int, dict] | None:
-    try:
-        return get_health(address)
-    except OSError:
-        return None
+    assert fleet.health("prod") == (200, {"status": "ok", "redis": True, "version": "v1.2.0"})
 
 
 def test_up_is_idempotent(fleet):
@@ -284,4 +268,4 @@ def test_down_leaves_nothing_then_up_again(fleet):
         assert not fleet.inventory.exists()
     finally:
         fleet_mod.up(extra_prod=len(specs) - 3, paths=fleet.paths, log=lambda _m: None)
-    assert get_health(fleet.addresses["prod"])[0] == 200
+    assert fleet.health("prod")[0] == 200
