@@ -303,17 +303,22 @@ def replicate(host: Host, vault: Vault, *, dry_run: bool = False) -> list[Row]:
     store = Store(host.store.path)
     remote = list_remote(vault, host)
     refs = store.list(host.name)
+    refusals = [unencrypted(ref) for ref in refs]
     # Per kind, the newest backup that may leave: plain ones before it are superseded.
-    newest_sendable = {ref.kind: i for i, ref in enumerate(refs) if unencrypted(ref) is None}
+    newest_sendable = {ref.kind: i for i, ref in enumerate(refs) if refusals[i] is None}
     rows: list[Row] = []
-    for i, ref in enumerate(refs):
+    for i, (ref, refused) in enumerate(zip(refs, refusals, strict=True)):
         if rows and not rows[-1].ok and not dry_run and not vault.alive():
             lost = f"lost the connection to {vault.name}"
             rows.append(Row(ref.host, ref.kind, ref.id, "send", "not tried", False, lost))
-            continue
-        superseded = newest_sendable.get(ref.kind, -1) > i
-        there = remote.get((ref.kind, ref.id))
-        rows.append(_replicate_one(store, host, vault, ref, there, dry_run, superseded))
+        elif refused and newest_sendable.get(ref.kind, -1) > i:
+            # Taken before encryption was on: the newer encrypted backup covers it off-site.
+            rows.append(Row(ref.host, ref.kind, ref.id, "skip", "stays local", True, SUPERSEDED))
+        elif refused:
+            rows.append(Row(ref.host, ref.kind, ref.id, "refuse", "REFUSED", False, refused))
+        else:
+            there = remote.get((ref.kind, ref.id))
+            rows.append(_replicate_one(store, host, vault, ref, there, dry_run))
     return rows
 
 
@@ -324,16 +329,10 @@ def _replicate_one(
     ref: BackupRef,
     there: RemoteBackup | None,
     dry_run: bool,
-    superseded: bool = False,
 ) -> Row:
     def row(action: str, result: str, ok: bool, detail: str = "") -> Row:
         return Row(ref.host, ref.kind, ref.id, action, result, ok, detail)
 
-    if (why := unencrypted(ref)) is not None:
-        if superseded:
-            # Taken before encryption was on: the newer encrypted backup covers it off-site.
-            return row("skip", "stays local", True, SUPERSEDED)
-        return row("refuse", "REFUSED", False, why)
     try:
         items = uploads(store, ref)
     except (StoreError, OSError) as exc:
