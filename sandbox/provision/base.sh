@@ -27,3 +27,7 @@ echo "# offline sandbox box: no mirror reachable" > /etc/apt/sources.list
 # Console gettys and first-boot wizards only slow boot inside nspawn.
 systemctl mask console-getty.service getty@tty1.service systemd-firstboot.service >/dev/null 2>&1 || true
 passwd -l root >/dev/null
+# /run/nologin stays until systemd-user-sessions runs at boot; when that unit fails (seen:
+# status=219/CGROUP with fourteen boxes booting at once) PAM refuses every SSH login.
+# Boxes are never shut down politely, so nologin has nothing to guard: never create it.
+ln -sf /dev/null /etc/tmpfiles.d/systemd-nologin.conf
