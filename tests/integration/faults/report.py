@@ -1,11 +1,12 @@
-"""pytest plugin: the fault report, one row per fault class. `invoke faults` loads it (-p).
+"""pytest plugin: the fault and attack reports, one row per class. `invoke faults` loads it.
 
-A test joins the report through its marker, nothing else:
+A test joins a report through its marker, nothing else:
 
     @pytest.mark.fault("connection dies mid-transfer", checked="latest kept; a retry works")
+    @pytest.mark.attack("git config as root", checked="no root process ran the hook")
 
 Each test with the marker (each parametrized case) is one case of its class; it
-survived when it passed in every phase. The table is Markdown, ready for the README.
+survived (withstood) when it passed in every phase. The tables are Markdown, for the README.
 """
 
 from __future__ import annotations
@@ -14,7 +15,6 @@ from dataclasses import dataclass, field
 
 import pytest
 
-MARKER = "fault"
 _RANK = {"skipped": 0, "passed": 1, "failed": 2}  # a case's worst phase decides
 
 
@@ -27,14 +27,15 @@ class Row:
 
 
 class FaultReport:
-    def __init__(self) -> None:
+    def __init__(self, marker: str, title: str, head: tuple[str, str]) -> None:
+        self.marker, self.title, self.head = marker, title, head
         self.cases: dict[str, tuple[str, str]] = {}  # nodeid -> (fault class, what it checks)
         self.outcomes: dict[str, str] = {}
 
     @pytest.hookimpl(trylast=True)  # after -k/-m deselection
     def pytest_collection_modifyitems(self, items: list[pytest.Item]) -> None:
         for item in items:
-            mark = item.get_closest_marker(MARKER)
+            mark = item.get_closest_marker(self.marker)
             if mark is not None:
                 fault = mark.args[0] if mark.args else "(unnamed)"
                 self.cases[item.nodeid] = (fault, mark.kwargs.get("checked", ""))
@@ -65,7 +66,8 @@ class FaultReport:
         return {fault: row for fault, row in rows.items() if row.tried or row.not_run}
 
     def table(self) -> list[str]:
-        lines = ["| fault | cases tried | survived | what was checked |", "|---|---|---|---|"]
+        first, passed = self.head
+        lines = [f"| {first} | cases tried | {passed} | what was checked |", "|---|---|---|---|"]
         for fault, row in self.rows().items():
             skipped = f" ({row.not_run} not run)" if row.not_run else ""
             checked = "; ".join(row.checked).replace("|", "\\|")
@@ -77,11 +79,14 @@ class FaultReport:
         if not rows:
             return
         broken = sum(r.tried - r.survived for r in rows.values())
-        title = "fault report" + (f": {broken} case(s) NOT survived" if broken else "")
+        title = self.title + (f": {broken} case(s) NOT {self.head[1]}" if broken else "")
         terminalreporter.section(title, sep="=", red=bool(broken), green=not broken, bold=True)
         for line in self.table():
             terminalreporter.line(line)
 
 
 def pytest_configure(config: pytest.Config) -> None:
-    config.pluginmanager.register(FaultReport(), "zachot-fault-report")
+    faults = FaultReport("fault", "fault report", ("fault", "survived"))
+    attacks = FaultReport("attack", "attack report", ("attack", "withstood"))
+    config.pluginmanager.register(faults, "zachot-fault-report")
+    config.pluginmanager.register(attacks, "zachot-attack-report")
