@@ -201,13 +201,23 @@ def diff(old: str, new: str, *, what: str) -> str:
 def server_file(
     *, schedule: str, env_file: str, backup_dir: str, name: str, managed_by: str
 ) -> str:
-    """The runbook's weekly env snapshot as an /etc/cron.d file: 0600 copies, umask 077."""
+    """The runbook's weekly env snapshot as an /etc/cron.d file: 0600 copies, umask 077.
+
+    Root runs it unattended beside files the service user controls, so: the copy is
+    written only inside backup_dir entered with `cd -P` and checked to be the very path,
+    owned by the running user (root) and 0700; it is created with noclobber through
+    ./name; the env file is read by dd without following a link or blocking on a FIFO,
+    and at most 16 MiB of it."""
     q = shlex.quote
-    target = q(posixpath.join(backup_dir, f"{name}.")) + '"$(date +%Y%m%d_%H%M%S)"'
+    where = q(backup_dir)
+    target = q(f"./{name}.") + '"$(date +%Y%m%d_%H%M%S)"'
+    refuse = f"{{ echo {q(backup_dir + ' must be root-owned 0700')} >&2; exit 1; }}"
+    read = f"dd if={q(env_file)} iflag=nofollow,nonblock,fullblock bs=1M count=16 status=none"
     # A failed copy is removed, so a half-written snapshot never looks like a backup.
     command = (
-        f"umask 077 && t={target} && mkdir -p -- {q(backup_dir)} && "
-        f'{{ cp -- {q(env_file)} "$t" || {{ rm -f -- "$t"; exit 1; }}; }}'
+        f"umask 077 && mkdir -p -m 0700 -- {where} && cd -P -- {where} && "
+        f'{{ [ "$(pwd -P)" = {where} ] && [ "$(stat -c %u:%a .)" = "$(id -u):700" ] || {refuse}; }}'
+        f' && t={target} && set -C && {{ {read} > "$t" || {{ rm -f -- "$t"; exit 1; }}; }}'
     )
     return (
         f"# zachot: weekly snapshot of {env_file} into {backup_dir} (0600 copies).\n"

@@ -8,7 +8,6 @@ backup that starts referring to an old one cannot race with its removal.
 
 from __future__ import annotations
 
-import posixpath
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -105,8 +104,8 @@ def prune_server(transport: Transport, host: Host, *, apply: bool) -> ServerPrun
     names = [entry.name for entry in facts.gather(transport, fact)]
     keep, forget = select_server_copies(names, host.backup.server_keep_last)
     if apply and forget:
-        paths = [posixpath.join(directory, name) for name in forget]
-        transport.run(["rm", "-f", "--", *paths], sudo=True)
+        # By name at the fd of a directory checked root-owned 0700: never through a link.
+        transport.remove_private(directory, forget)
     return ServerPrune(directory, tuple(keep), tuple(forget), deleted=apply and bool(forget))
 
 

@@ -15,7 +15,9 @@ import json
 import logging
 import os
 import secrets as random_names
+import select
 import shlex
+import shutil
 import socket
 import tarfile
 import tempfile
@@ -30,8 +32,8 @@ import paramiko
 from fabric import Config, Connection
 
 from . import hostkeys, output
+from .agent import SMALL_FILE_CAP, TRAILER
 from .agent import SOURCE as AGENT_SOURCE
-from .agent import TRAILER
 from .errors import ConnectError, HostKeyError, RemoteCommandError, SudoError, TransferError
 from .model import Host
 
@@ -43,6 +45,7 @@ CHUNK = 1 << 20
 # No byte for this long means the link is dead; keepalives keep idle links open.
 IDLE_TIMEOUT = 120.0
 KEEPALIVE = 15
+TUNNEL_POLL = 0.1  # seconds; how soon a tunnel's threads notice it is closing
 LINK_SETTLE = 2.0  # seconds to let paramiko notice a dead link it half-noticed
 GCM_FIRST = ("aes128-gcm@openssh.com", "aes256-gcm@openssh.com")
 
@@ -118,8 +121,13 @@ class Transport:
 
     @property
     def connection(self) -> Connection:
-        """The opened Fabric Connection, for Fabric features such as forward_local."""
+        """The opened Fabric Connection (users, hosts; SSH I/O stays in this module)."""
         return self.open()._connection  # type: ignore[return-value]
+
+    @property
+    def is_open(self) -> bool:
+        """Whether the SSH connection is up, without opening it again."""
+        return self._connection is not None and self._connection.is_connected
 
     def open(self) -> Transport:
         if self._connection is not None and self._connection.is_connected:
@@ -174,6 +182,13 @@ class Transport:
             conn.host = host.address
         conn.client.set_missing_host_key_policy(hostkeys.policy_for(host))
         hostkeys.load_known_hosts(conn.client, host)
+        # Fabric builds ProxyJump hops with its accept-any-key policy: verify each like the host.
+        for hop in _hops(conn):
+            hop.client.set_missing_host_key_policy(
+                hostkeys.policy_for(host, hop=f"{hop.host}:{hop.port}")
+            )
+            hostkeys.load_known_hosts(hop.client, host)
+            hop.connect_timeout = host.connect_timeout
         return conn
 
     def _connect_error(self, conn: Connection, exc: Exception) -> ConnectError:
@@ -280,10 +295,20 @@ class Transport:
 
     # -- transfers ------------------------------------------------------
     def pull(
-        self, remote_path: str, local_path: Path, *, sudo: bool = False, label: str | None = None
+        self,
+        remote_path: str,
+        local_path: Path,
+        *,
+        sudo: bool = False,
+        label: str | None = None,
+        small: bool = False,
     ) -> RemoteFile:
-        """Copy one remote file to local_path; return what the server saw."""
-        trailer = self._pull(["read", remote_path], local_path, sudo, label or remote_path)
+        """Copy one remote file to local_path; return what the server saw.
+
+        The agent never follows a link another user could plant; `small` refuses a file
+        over SMALL_FILE_CAP (an env file that size is an attack, not a config)."""
+        op = ["read", remote_path, str(SMALL_FILE_CAP if small else 0)]
+        trailer = self._pull(op, local_path, sudo, label or remote_path)
         return _remote_file(remote_path, trailer)
 
     def pull_small_files(
@@ -343,6 +368,46 @@ class Transport:
             raise TransferError(f"{self.host.name}: {remote_path}: server stored different bytes")
         return _remote_file(remote_path, trailer)
 
+    # -- root file operations beside the service user's files (agent.py) --
+    def copy_file(self, src: str, dst: str, *, private: bool = False, same_as: str = "") -> bool:
+        """Copy src to the new file dst (O_EXCL|O_NOFOLLOW, 0600, src's owner and times).
+
+        private: dst's directory must be root-owned 0700 (made if absent). same_as: skip
+        the copy when the newest `<same_as><digits>` file there holds the same bytes.
+        False when skipped."""
+        trailer = self._agent_op(["copy", src, dst, "1" if private else "", same_as], dst)
+        return bool(trailer.get("copied"))
+
+    def ensure_private_dir(self, path: str) -> None:
+        """path is root-owned 0700 (made so if absent), or a one-line refusal naming the fix."""
+        self._agent_op(["private", path], path)
+
+    def remove_private(self, directory: str, names: Sequence[str]) -> None:
+        """Remove names from root's 0700 directory, by name at its checked descriptor."""
+        self._agent_op(["unlink", directory, *names], directory)
+
+    def set_owner(self, path: str, *, mode: int, owner: str, group: str) -> None:
+        """chown and chmod through the file's own descriptor; a planted link is refused."""
+        self._agent_op(["own", path, f"{mode:o}", owner, group], path)
+
+    def make_dir(self, path: str, *, mode: int, owner: str, group: str, fix: bool = False) -> bool:
+        """Create path if absent (owner and mode set on its fd); True when it was made.
+
+        fix: an existing directory gets owner and mode too (install -d), unless it is root's
+        and the owner asked for is not (it is left as it is)."""
+        op = ["mkdir", path, f"{mode:o}", owner, group, "1" if fix else ""]
+        return bool(self._agent_op(op, path)["made"])
+
+    def digests(self, path: str, suffix: str) -> dict[str, RemoteFile]:
+        """path and the `<path><suffix>*` files beside it that are regular files reached
+        without an untrusted link, with their sha256, mode and owner."""
+        trailer = self._agent_op(["digests", path, suffix], path)
+        return {p: _remote_file(p, t) for p, t in trailer["files"].items()}
+
+    def _agent_op(self, op: list[str], what: str) -> dict[str, Any]:
+        command, prefix = self._command(_agent(op), sudo=True)
+        return self._trailer(self._exchange(command, stdin=prefix, timeout=IDLE_TIMEOUT), what)
+
     def _pull(
         self,
         op: list[str],
@@ -396,7 +461,10 @@ class Transport:
         if not trailer.get("ok"):
             said = [ln for ln in text.splitlines() if ln.strip() and not ln.startswith(TRAILER)]
             why = f" ({said[-1].strip()})" if said else ""
-            raise TransferError(f"{self.host.name}: {what}: {trailer.get('message')}{why}")
+            message = str(trailer.get("message"))
+            # The agent's refusals name the path themselves; do not say it twice.
+            where = "" if message.startswith(what) else f"{what}: "
+            raise TransferError(f"{self.host.name}: {where}{message}{why}")
         return trailer
 
     # -- the channel ----------------------------------------------------
@@ -443,12 +511,92 @@ class Transport:
             with suppress(paramiko.SSHException, EOFError, OSError):
                 chan.close()
 
+    # -- tunnels ----------------------------------------------------------
+    def direct_channel(self, host: str, port: int, *, timeout: float) -> paramiko.Channel:
+        """A direct-tcpip channel on this connection to host:port as the server sees it.
+
+        Raises paramiko's ChannelException (sshd refused, or nothing listens there),
+        SSHException, EOFError or OSError (the link)."""
+        ssh = self.connection.client.get_transport()
+        return ssh.open_channel("direct-tcpip", (host, port), ("127.0.0.1", 0), timeout=timeout)
+
     @contextmanager
-    def forward_local(self, local_port: int, remote_port: int, remote_host: str) -> Iterator[None]:
-        with self.connection.forward_local(
-            local_port, remote_port=remote_port, remote_host=remote_host
-        ):
-            yield
+    def unix_tunnel(self, host: str, port: int, *, timeout: float) -> Iterator[str]:
+        """A Unix socket forwarding each connection to host:port over this SSH connection.
+
+        It lives in a fresh 0700 directory (mkdtemp), so no other local user can connect to
+        it or bind its name first, as they could a loopback TCP port. Yields its path;
+        everything is closed and removed on the way out."""
+        folder = tempfile.mkdtemp(prefix="zachot-tunnel-")
+        path = os.path.join(folder, "socket")
+        stop = threading.Event()
+        listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        args = (listener, (host, port), timeout, stop)
+        serve = threading.Thread(target=self._serve_tunnel, args=args, daemon=True)
+        try:
+            listener.bind(path)
+            listener.listen(16)
+            listener.settimeout(TUNNEL_POLL)  # so the accept loop sees `stop`
+            serve.start()
+            yield path
+        finally:
+            stop.set()
+            if serve.is_alive():
+                serve.join(timeout=TUNNEL_POLL * 10)
+            listener.close()
+            shutil.rmtree(folder, ignore_errors=True)
+
+    def _serve_tunnel(
+        self,
+        listener: socket.socket,
+        dest: tuple[str, int],
+        timeout: float,
+        stop: threading.Event,
+    ) -> None:
+        pumps: list[threading.Thread] = []
+        while not stop.is_set():
+            try:
+                client, _ = listener.accept()
+            except TimeoutError:
+                continue
+            except OSError:
+                break
+            try:
+                chan = self.direct_channel(*dest, timeout=timeout)
+            except (paramiko.SSHException, EOFError, OSError):
+                client.close()  # the client sees a closed connection; open_redis probed first
+                continue
+            pump = threading.Thread(target=_pump, args=(client, chan, stop), daemon=True)
+            pump.start()
+            pumps.append(pump)
+        for pump in pumps:
+            pump.join(timeout=TUNNEL_POLL * 10)
+
+
+def _hops(conn: Connection) -> Iterator[Connection]:
+    """The ProxyJump gateways Fabric made from ~/.ssh/config, nearest to the host first.
+
+    A ProxyCommand (a string) is not a hop we connect: its own ssh checks its keys."""
+    gateway = conn.gateway
+    while isinstance(gateway, Connection):
+        yield gateway
+        gateway = gateway.gateway
+
+
+def _pump(client: socket.socket, chan: paramiko.Channel, stop: threading.Event) -> None:
+    """Copy bytes both ways between one tunnel client and its channel until either closes."""
+    with client, chan:
+        try:
+            while not stop.is_set():
+                ready, _, _ = select.select([client, chan], [], [], TUNNEL_POLL)
+                for end, other in ((client, chan), (chan, client)):
+                    if end in ready:
+                        data = end.recv(CHUNK)
+                        if not data:
+                            return
+                        other.sendall(data)
+        except (paramiko.SSHException, EOFError, OSError):
+            return  # the client or the link went away; the redis client reports it
 
 
 class _Chained:
@@ -514,7 +662,8 @@ def _sudo_refused(stderr: bytes) -> bool:
 
 
 def _agent(argv: Sequence[str]) -> list[str]:
-    return ["python3", "-c", AGENT_SOURCE, *argv]
+    # -I: no cwd or script dir on sys.path, no PYTHON* variables, no user site.
+    return ["python3", "-I", "-c", AGENT_SOURCE, *argv]
 
 
 def _remote_file(path: str, trailer: dict[str, Any]) -> RemoteFile:

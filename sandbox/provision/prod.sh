@@ -1,7 +1,9 @@
 # prod: the runbook's production layout. Env: REPO_URL, WHEELS_URL, RELEASE.
 root=/opt/zachot
 id zachot >/dev/null 2>&1 || useradd -r -U -d "$root" -s /bin/false zachot
-install -d -o zachot -g zachot "$root" "$root/envs" "$root/logs" "$root/backups"
+install -d -o zachot -g zachot "$root" "$root/envs" "$root/logs"
+# Root's server-side env copies: root-owned 0700, as backup.env requires (README, threat model).
+install -d -o root -g root -m 0700 "$root/backups"
 
 # Code: cloned from the served git remote at a tagged release (detached, as deployed).
 runuser -u zachot -- env HOME="$root" git clone -q "$REPO_URL" "$root/repo"

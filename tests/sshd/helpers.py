@@ -48,6 +48,7 @@ def make_server(base: Path) -> Layout:
         repo_dir=str(repo),
         backup_dir=str(backups),
         units_repo_dir="infra",
+        service_user="root",  # the sshd tier runs as root; no zachot account here
     )
 
 

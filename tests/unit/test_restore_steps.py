@@ -1,6 +1,6 @@
 import pytest
 
-from fabfile.core.restores.steps import parse_digests, parse_ownership
+from fabfile.core.restores.steps import parse_digests
 
 pytestmark = pytest.mark.unit
 
@@ -13,8 +13,3 @@ def test_digests_of_a_file_and_its_kept_copies():
     found = parse_digests(out)
     assert found["/opt/zachot/envs/prod/etc/zachot.env"].startswith("4a2f")
     assert len(found) == 2
-
-
-def test_ownership_parses_stat_and_absence():
-    assert parse_ownership("600 zachot zachot\n") == (0o600, "zachot", "zachot")
-    assert parse_ownership("") is None

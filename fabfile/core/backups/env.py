@@ -25,7 +25,9 @@ def step(ctx: BackupContext) -> Step:
         name="env",
         title="back up the env file",
         actions=(
-            f"read {layout.env_file} with sudo, streamed (no copy left on the server)",
+            f"check that {layout.backup_dir} is root-owned 0700 (made so if absent)",
+            f"read {layout.env_file} with sudo, streamed (no copy left on the server), "
+            "never through a link the service user could plant",
             f"store it as {ctx.store.root}/{ctx.host.name}/env/<new id>/{stored} ({how})",
             f"copy it on the server to {server_copy_path(ctx)} (0600), unless the newest "
             "copy there is the same",
@@ -42,7 +44,11 @@ def run(ctx: BackupContext) -> str:
         parsed = secrets.parse_env(contents[NAME], required)
         return {"keys": list(parsed.keys), "missing_required": list(parsed.missing)}
 
-    result = pull_files(ctx, "env", [Wanted(NAME, ctx.host.layout.env_file)], describe=describe)
+    # Checked first, so a backup_dir the service user could steer refuses before anything
+    # is written anywhere (one round trip, ~10 ms on a LAN).
+    ctx.transport.ensure_private_dir(ctx.host.layout.backup_dir)
+    wanted = [Wanted(NAME, ctx.host.layout.env_file, small=True)]
+    result = pull_files(ctx, "env", wanted, describe=describe)
     missing = result.ref.manifest.meta["missing_required"]
     if missing:
         output.warn(f"{ctx.host.name}: env file lacks required keys: {', '.join(missing)}")
@@ -53,16 +59,12 @@ def run(ctx: BackupContext) -> str:
 
 
 def copy_on_server(ctx: BackupContext) -> None:
-    # umask 077 and no --preserve=mode: the copy is 0600 from the moment it exists, even
-    # when the env file itself is world-readable (cp -p would copy that); a failed copy is
-    # removed.
-    script = (
-        'umask 077 && mkdir -p -- "$2" && newest= && '
-        'for f in "$2/$4".[0-9]*; do [ -f "$f" ] && newest=$f; done; '
-        '[ -n "$newest" ] && cmp -s -- "$1" "$newest" && exit 0; '
-        '{ cp --preserve=ownership,timestamps -- "$1" "$3" || { rm -f -- "$3"; exit 1; }; }'
-    )
+    """The runbook's copy beside the env file's backups, unless the newest is the same.
+
+    Made by the agent: backup_dir must be root-owned 0700, the env file is opened
+    without following a planted link, the copy is created O_EXCL|O_NOFOLLOW, 0600, with
+    the env file's owner and times; a failed copy is removed."""
     layout = ctx.host.layout
-    copy = server_copy_path(ctx)
-    argv = ["sh", "-c", script, "sh", layout.env_file, layout.backup_dir, copy, NAME]
-    ctx.transport.run(argv, sudo=True)
+    ctx.transport.copy_file(
+        layout.env_file, server_copy_path(ctx), private=True, same_as=f"{NAME}."
+    )

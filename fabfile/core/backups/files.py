@@ -26,6 +26,7 @@ from .context import BackupContext, record_for
 class Wanted:
     name: str  # the file's name in the store
     source: str  # absolute path on the server
+    small: bool = False  # a config file: refuse one over the agent's size cap
 
 
 @dataclass(frozen=True)
@@ -83,11 +84,15 @@ def _pull(
     """Pull one file: straight to its place, or (encrypted) through a scratch file."""
     target = staged.target(name)
     if not encrypted:
-        remote = ctx.transport.pull(item.source, target, sudo=True, label=item.source)
+        remote = ctx.transport.pull(
+            item.source, target, sudo=True, label=item.source, small=item.small
+        )
         return remote, target.read_bytes()
     scratch = staged.path / f".plain-{secrets.token_hex(8)}"
     try:
-        remote = ctx.transport.pull(item.source, scratch, sudo=True, label=item.source)
+        remote = ctx.transport.pull(
+            item.source, scratch, sudo=True, label=item.source, small=item.small
+        )
         return remote, scratch.read_bytes()
     finally:
         scratch.unlink(missing_ok=True)

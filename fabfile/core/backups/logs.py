@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from .. import facts
+from .. import crypto, facts, service_user
 from ..manifest import FileRecord
 from ..plan import Step
 from .context import BackupContext
@@ -63,16 +63,22 @@ def step(ctx: BackupContext, *, full: bool) -> Step:
         "logs",
         "back up the logs",
         (
-            f"list regular files under {logs_dir} (symlinks are not followed)",
-            f"stream tar | zstd -1 (gzip -1 without zstd) of {how} to the store",
+            f"list regular files under {logs_dir} as {ctx.host.layout.service_user} "
+            "(symlinks are not followed; files it cannot read are skipped)",
+            f"stream tar | zstd -1 (gzip -1 without zstd) of {how} to the store, tar run as "
+            f"{ctx.host.layout.service_user}",
         ),
         run=lambda: run(ctx, full=full),
     )
 
 
 def run(ctx: BackupContext, *, full: bool) -> str:
-    logs_dir = ctx.host.layout.logs_dir
-    entries = facts.gather(ctx.transport, facts.regular_files(logs_dir))
+    # Listed and read as the service user, who owns the logs: a link or a hard link to a
+    # root-only file, or a directory swapped for a link mid-walk, reads nothing it could not.
+    layout = ctx.host.layout
+    listed = facts.gather(ctx.transport, facts.regular_files(layout.logs_dir, user=layout))
+    entries = [e for e in listed if e.readable]
+    skipped = [e.name for e in listed if not e.readable]
     send, kept = split_new(entries, previous_index(ctx), full=full)
     with ctx.store.begin(ctx.host.name, "logs", now=ctx.now) as staged:
         index = list(kept)
@@ -84,33 +90,38 @@ def run(ctx: BackupContext, *, full: bool) -> str:
         staged.meta["full"] = full
         ref = staged.commit()
     sent = sum(e.size for e in send)
-    return f"{ref.id}: sent {len(send)} files ({sent} bytes raw), {len(kept)} already held"
+    said = f"{ref.id}: sent {len(send)} files ({sent} bytes raw), {len(kept)} already held"
+    if skipped:
+        said += f"; skipped {len(skipped)} {layout.service_user} cannot read: {', '.join(skipped)}"
+    return said
 
 
 def _stream_archive(ctx: BackupContext, staged, send: list[facts.RemoteEntry]) -> str:
     compressor, name = _compressor(ctx)
-    argv = [
+    argv = service_user.argv(ctx.host.layout, [
+        # No -h: links are archived as links, never followed.
         "tar", "--create", "--file=-", f"--directory={ctx.host.layout.logs_dir}",
         f"--use-compress-program={compressor}",
         # Positional: --null and --no-recursion must come before --files-from.
         "--null", "--no-recursion", "--files-from=-",
-    ]  # fmt: skip
+    ])  # fmt: skip
     names = b"".join(e.name.encode("utf-8", "surrogateescape") + b"\0" for e in send)
     target = staged.target(name)
     result = ctx.transport.pull_stream(argv, target, sudo=True, label="logs", stdin=names)
-    staged.add(
-        FileRecord(
-            name=name,
-            sha256=result.sha256,
-            size=result.size,
-            source=ctx.host.layout.logs_dir,
-            mode=0o600,
-            owner="",
-            group="",
-            mtime=ctx.now.timestamp(),
-        )
+    record = FileRecord(
+        name=name,
+        sha256=result.sha256,
+        size=result.size,
+        source=ctx.host.layout.logs_dir,
+        mode=0o600,
+        owner="",
+        group="",
+        mtime=ctx.now.timestamp(),
     )
-    return name
+    # With age recipients the archive is stored encrypted, like every kind.
+    record = crypto.seal(staged, record, crypto.recipients_for(ctx.host, "logs"))
+    staged.add(record)
+    return record.name
 
 
 def _compressor(ctx: BackupContext) -> tuple[str, str]:

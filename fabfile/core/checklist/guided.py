@@ -42,8 +42,9 @@ def env_perms(ctx: RestoreContext) -> Plan:
     owner = f"{layout.service_user}:{layout.service_user}"
 
     def run() -> str:
-        ctx.transport.run(["chown", owner, layout.env_file], sudo=True)
-        ctx.transport.run(["chmod", "0600", layout.env_file], sudo=True)
+        # On the file's own descriptor: a link planted in its place is refused, not followed.
+        user = layout.service_user
+        ctx.transport.set_owner(layout.env_file, mode=0o600, owner=user, group=user)
         return f"{layout.env_file} is 0600 {owner}"
 
     step = Step(

@@ -18,6 +18,7 @@ import calendar
 import json
 import os
 import re
+import stat
 import subprocess
 import sys
 import time
@@ -33,6 +34,10 @@ LAST = 3
 LINE_LIMIT = 300
 MASK = "********"
 MIN_SECRET = 6  # as fabfile/core/secrets.py: shorter values and numbers are not secrets
+# Root runs this in a directory the service user owns: never follow its links, never
+# block on its FIFOs, never read a hard link to someone else's file.
+NO_FOLLOW = os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC
+ENV_LIMIT = 1 << 20
 TARGET = re.compile(r"^Standard(?:Output|Error)=(?:append|file|truncate):(.+)$")
 
 
@@ -80,8 +85,9 @@ def secrets_of(env_file):
     """The env file's values that look like secrets (read here, never printed)."""
     found = []
     try:
-        with open(env_file, encoding="utf-8", errors="replace") as handle:
-            for raw in handle:
+        fd, _ = open_regular(env_file)
+        with open(fd, encoding="utf-8", errors="replace") as handle:
+            for raw in handle.read(ENV_LIMIT).splitlines():
                 line = raw.strip()
                 if line.startswith("export "):
                     line = line[len("export ") :]
@@ -136,8 +142,21 @@ def targets(fragment):
     return found
 
 
-def read_tail(path, size):
-    with open(path, "rb") as handle:
+def open_regular(name, dir_fd=None, owner=None):
+    """(fd, stat) of a regular file, opened without following a link; OSError otherwise.
+
+    owner: in a directory that user can write, a file with several links must be theirs."""
+    fd = os.open(name, NO_FOLLOW, dir_fd=dir_fd)
+    info = os.fstat(fd)
+    foreign = owner is not None and info.st_nlink > 1 and info.st_uid != owner
+    if not stat.S_ISREG(info.st_mode) or foreign:
+        os.close(fd)
+        raise OSError(0, "not a regular file of the log owner", name)
+    return fd, info
+
+
+def read_tail(fd, size):
+    with open(fd, "rb") as handle:
         if size > MAX_BYTES:
             handle.seek(size - MAX_BYTES)
             handle.readline()  # drop the partial first line
@@ -150,26 +169,40 @@ def scan(env_file, logs_dir, units):
     writer = {path: since for since, paths in starts.values() for path in paths}
     secrets = secrets_of(env_file)
     files = []
-    for name in sorted(os.listdir(logs_dir)):
-        path = os.path.join(logs_dir, name)
-        if not CURRENT.match(name) or not os.path.isfile(path) or os.path.islink(path):
-            continue
-        info = os.stat(path)
-        since = writer.get(os.path.realpath(path), default)
-        if info.st_mtime < since:
-            continue  # nothing written to it since the start
-        count, last, untimed = scan_lines(read_tail(path, info.st_size), since)
-        files.append(
-            {
-                "name": name,
-                "errors": count,
-                "untimed": untimed,
-                "last": [mask(line, secrets) for line in last],
-                "truncated": info.st_size > MAX_BYTES,
-                "since": time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(since)),
-            }
-        )
+    # O_NOFOLLOW: a logs dir swapped for a link to a root-only directory is not read.
+    where = os.open(logs_dir, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC)
+    try:
+        for name in sorted(os.listdir(where)):
+            since = writer.get(os.path.realpath(os.path.join(logs_dir, name)), default)
+            found = scan_file(where, name, since, secrets)
+            if found:
+                files.append(found)
+    finally:
+        os.close(where)
     return {"files": files}
+
+
+def scan_file(where, name, since, secrets):
+    """One log's report; None for a name that is not a current log, a link, a FIFO, a hard
+    link to another user's file, or a log not written since the start."""
+    if not CURRENT.match(name):
+        return None
+    try:
+        fd, info = open_regular(name, where, os.fstat(where).st_uid)
+    except OSError:
+        return None
+    if info.st_mtime < since:
+        os.close(fd)
+        return None  # nothing written to it since the start
+    count, last, untimed = scan_lines(read_tail(fd, info.st_size), since)
+    return {
+        "name": name,
+        "errors": count,
+        "untimed": untimed,
+        "last": [mask(line, secrets) for line in last],
+        "truncated": info.st_size > MAX_BYTES,
+        "since": time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(since)),
+    }
 
 
 def main(argv):

@@ -14,14 +14,14 @@ import tarfile
 from collections.abc import Sequence
 from pathlib import Path
 
-from .. import output, services
+from .. import output, service_user, services
 from ..dramatiq_queues import workers_alive
 from ..errors import BackupNotFoundError, UsageError, ZachotError
 from ..facts import gather
+from ..model import Layout
 from ..plan import Plan, Step
 from ..redis_access import RedisUnavailable, open_redis
 from ..store import BackupRef
-from ..transport import CommandResult
 from . import packages, steps, units
 from . import server_facts as facts
 from .context import RestoreContext
@@ -128,7 +128,9 @@ def packages_step(ctx: RestoreContext) -> Step:
 
 def user_step(ctx: RestoreContext) -> Step:
     layout = ctx.host.layout
-    user, specs = layout.service_user, facts.service_dirs(layout)
+    # backup_dir is root's (0700): the service user must not steer root's copies there.
+    user = layout.service_user
+    specs = [s for s in facts.service_dirs(layout) if s.path != layout.backup_dir]
 
     def done() -> bool:
         return gather(ctx.transport, facts.user_exists(user)) and _dirs_ready(ctx, specs)
@@ -144,7 +146,8 @@ def user_step(ctx: RestoreContext) -> Step:
             ctx.transport.run(["sh", "-c", script, "sh", user, layout.root], sudo=True)
             said.append(f"created user {user}")
         _make_dirs(ctx, specs)
-        return "; ".join([*said, f"{len(specs)} directories owned by {user}"])
+        ctx.transport.ensure_private_dir(layout.backup_dir)
+        return "; ".join([*said, f"{len(specs)} directories owned by {user}", "backups root's"])
 
     return Step(
         "user",
@@ -152,6 +155,7 @@ def user_step(ctx: RestoreContext) -> Step:
         (
             f"useradd -r -U -d {layout.root} -s /usr/sbin/nologin {user} (unless it exists)",
             *(f"install -d -m {s.mode:04o} -o {user} -g {user} {s.path}" for s in specs),
+            f"install -d -m 0700 -o root -g root {layout.backup_dir}",
         ),
         run,
         done,
@@ -164,18 +168,17 @@ def _dirs_ready(ctx: RestoreContext, specs: Sequence[facts.DirSpec]) -> bool:
 
 
 def _make_dirs(ctx: RestoreContext, specs: Sequence[facts.DirSpec]) -> None:
+    # Through the agent, not `install -d`: these are in a directory the service user can
+    # write, where a planted link would have root chown whatever it points at.
     user = ctx.host.layout.service_user
     for s in specs:
-        argv = ["install", "-d", "-m", f"{s.mode:04o}", "-o", user, "-g", user, "--", s.path]
-        ctx.transport.run(argv, sudo=True)
+        ctx.transport.make_dir(s.path, mode=s.mode, owner=user, group=user, fix=True)
 
 
-def as_user(ctx: RestoreContext, argv: Sequence[str], *, check: bool = True) -> CommandResult:
-    """Run argv as the service user, from its home, so files it makes are its own."""
-    layout = ctx.host.layout
-    home = ["env", "-C", layout.root, f"HOME={layout.root}"]
-    argv = ["runuser", "-u", layout.service_user, "--", *home, *argv]
-    return ctx.transport.run(argv, sudo=True, check=check)
+def detach(layout: Layout, commit: str) -> list[str]:
+    """Check out commit (an id), detached; run it as the service user, whose repo it is."""
+    git = ["git", "--no-pager", "-C", layout.repo_dir, "-c", "advice.detachedHead=false"]
+    return [*git, "checkout", "-q", "--detach", commit]
 
 
 def code_step(ctx: RestoreContext, wanted: Wanted) -> Step:
@@ -183,27 +186,35 @@ def code_step(ctx: RestoreContext, wanted: Wanted) -> Step:
     repo, url = layout.repo_dir, layout.repo_url
 
     def state() -> facts.Checkout:
-        return gather(ctx.transport, facts.checkout(repo, wanted.ref))
+        return gather(ctx.transport, facts.checkout(layout, wanted.ref))
 
     def run() -> str:
         found, said = state(), []
         if found.state == "not-a-repo":
             aside = f"{repo}.pre-restore.{ctx.stamp}"
-            ctx.transport.run(["mv", "-T", "--", repo, aside], sudo=True)
+            # The service user's to move: root renaming in its directory could be redirected.
+            service_user.run(ctx.transport, ctx.host.layout, ["mv", "-T", "--", repo, aside])
             said.append(f"moved the old {repo} aside to {aside}")
         if found.state != "repo":
-            as_user(ctx, ["git", "clone", "-q", "--no-checkout", "--", url, repo])
+            service_user.run(
+                ctx.transport,
+                ctx.host.layout,
+                ["git", "clone", "-q", "--no-checkout", "--", url, repo],
+            )
             said.append(f"cloned {url}")
             found = state()
         if found.want is None:
-            as_user(ctx, ["git", "-C", repo, "fetch", "-q", "--tags", "origin"])
+            service_user.run(
+                ctx.transport,
+                ctx.host.layout,
+                ["git", "--no-pager", "-C", repo, "fetch", "-q", "--tags", "origin"],
+            )
             found = state()
         if found.want is None:
             raise ServerRestoreError(
                 f"{wanted.ref} is not in {url}; name an existing tag or commit with --ref"
             )
-        detach = ["git", "-C", repo, "-c", "advice.detachedHead=false", "checkout", "-q"]
-        as_user(ctx, [*detach, "--detach", found.want])
+        service_user.run(ctx.transport, ctx.host.layout, detach(layout, found.want))
         if not state().done:
             raise ServerRestoreError(f"{repo}: HEAD is not {found.want} after the checkout")
         return "; ".join([*said, f"HEAD at {found.want[:12]}"])
@@ -259,24 +270,25 @@ def venv_step(ctx: RestoreContext, source: PipSource) -> Step:
 
     def run() -> str:
         make = 'test -x "$1/bin/python" || exec python3 -m venv -- "$1"'
-        as_user(ctx, ["sh", "-c", make, "sh", layout.venv_dir])
+        service_user.run(ctx.transport, ctx.host.layout, ["sh", "-c", make, "sh", layout.venv_dir])
         if source.wheelhouse:
             _push_wheels(ctx, source.wheelhouse, remote_wheels)
         pip = posixpath.join(layout.venv_dir, "bin", "pip")
-        said = as_user(
-            ctx,
+        said = service_user.run(
+            ctx.transport,
+            ctx.host.layout,
             [pip, "install", *PIP_QUIET, *source.pip_args(remote_wheels), "-r", reqs],
             check=False,
         )
         if source.wheelhouse:
-            as_user(ctx, ["rm", "-rf", "--", remote_wheels])
+            service_user.run(ctx.transport, ctx.host.layout, ["rm", "-rf", "--", remote_wheels])
         if not said.ok:
             last = (said.stderr.strip().splitlines() or [f"exit {said.exit_code}"])[-1]
             hint = "; without internet use --wheelhouse, --find-links or --index-url"
             offline = hint if source == PipSource() else ""
             raise ServerRestoreError(f"pip install -r {reqs} failed: {last}{offline}")
         record = 'sha256sum < "$1" | cut -d" " -f1 > "$2"'
-        as_user(ctx, ["sh", "-c", record, "sh", reqs, marker])
+        service_user.run(ctx.transport, ctx.host.layout, ["sh", "-c", record, "sh", reqs, marker])
         return f"venv {layout.venv_dir}; installed requirements.txt from {source.describe()}"
 
     return Step(
@@ -288,7 +300,7 @@ def venv_step(ctx: RestoreContext, source: PipSource) -> Step:
             f"record the sha256 of requirements.txt in {marker}",
         ),
         run,
-        lambda: gather(ctx.transport, facts.venv_state(layout.venv_dir, reqs)).done,
+        lambda: gather(ctx.transport, facts.venv_state(layout, reqs)).done,
     )
 
 
@@ -302,7 +314,9 @@ def _push_wheels(ctx: RestoreContext, local: Path, remote_dir: str) -> None:
     remote_tar = f"{remote_dir}.tar"
     ctx.transport.push(tarball, remote_tar, mode=0o644, owner=user, group=user, sudo=True)
     unpack = 'rm -rf -- "$2" && mkdir -p -- "$2" && tar -xf "$1" -C "$2" && rm -f -- "$1"'
-    as_user(ctx, ["sh", "-c", unpack, "sh", remote_tar, remote_dir])
+    service_user.run(
+        ctx.transport, ctx.host.layout, ["sh", "-c", unpack, "sh", remote_tar, remote_dir]
+    )
 
 
 def logs_step(ctx: RestoreContext) -> Step:

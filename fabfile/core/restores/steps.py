@@ -8,10 +8,11 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from .. import services
-from ..facts import Fact, gather
+from ..facts import Fact
 from ..manifest import FileRecord
 from ..plan import Step
 from ..store import BackupRef
+from ..transport import RemoteFile
 from .context import RestoreContext
 
 ROLE_NAMES = {"redis": "Redis", "worker": "worker", "api": "API"}
@@ -45,25 +46,18 @@ def from_backup(
 
 
 def digests(path: str) -> Fact[dict[str, str]]:
-    """sha256 of a file and of the copies earlier restores kept beside it."""
-    script = 'for f in "$1" "$1".pre-restore.*; do [ -f "$f" ] && sha256sum -- "$f"; done; true'
+    """sha256 of a file and of the copies earlier restores kept beside it (links skipped);
+    for comparisons only: _install asks the agent, which never follows a planted link."""
+    script = (
+        'for f in "$1" "$1".pre-restore.*; do [ -f "$f" ] && [ ! -L "$f" ] && '
+        'sha256sum -- "$f"; done; true'
+    )
     return Fact(("sh", "-c", script, "sh", path), parse_digests, sudo=True)
 
 
 def parse_digests(stdout: str) -> dict[str, str]:
     pairs = (line.split(None, 1) for line in stdout.splitlines() if line.strip())
     return {path.strip(): sha for sha, path in pairs}
-
-
-def ownership(path: str) -> Fact[tuple[int, str, str] | None]:
-    """Mode, owner and group of a file; None when it is absent."""
-    script = 'test -f "$1" && stat -c "%a %U %G" -- "$1"; true'
-    return Fact(("sh", "-c", script, "sh", path), parse_ownership, sudo=True)
-
-
-def parse_ownership(stdout: str) -> tuple[int, str, str] | None:
-    fields = stdout.split()
-    return (int(fields[0], 8), fields[1], fields[2]) if len(fields) == 3 else None
 
 
 def _names(roles: tuple[str, ...]) -> str:
@@ -106,54 +100,45 @@ def install(ctx: RestoreContext, title: str, files: list[Install]) -> Step:
     )
 
 
-def _wanted_ownership(f: Install) -> tuple[int, str, str]:
-    return (f.mode, f.owner, f.group)
+def _right_owner(f: Install, found: RemoteFile) -> bool:
+    return (found.mode, found.owner, found.group) == (f.mode, f.owner, f.group)
+
+
+def _found(ctx: RestoreContext, f: Install) -> dict[str, RemoteFile]:
+    # The agent skips a link an attacker planted (and a FIFO): it counts as no file.
+    return ctx.transport.digests(f.remote, ".pre-restore.")
 
 
 def _in_place(ctx: RestoreContext, f: Install) -> bool:
-    same = gather(ctx.transport, digests(f.remote)).get(f.remote) == f.sha256
-    return same and gather(ctx.transport, ownership(f.remote)) == _wanted_ownership(f)
+    current = _found(ctx, f).get(f.remote)
+    return current is not None and current.sha256 == f.sha256 and _right_owner(f, current)
 
 
 def _install(ctx: RestoreContext, files: list[Install]) -> str:
     kept, pushed, fixed = [], [], []
     for f in files:
-        found = gather(ctx.transport, digests(f.remote))
+        found = _found(ctx, f)
         current = found.get(f.remote)
-        if current == f.sha256:
+        if current is not None and current.sha256 == f.sha256:
             # Right bytes, maybe wrong mode or owner (an env file chmod'ed 644).
-            if gather(ctx.transport, ownership(f.remote)) != _wanted_ownership(f):
-                _set_ownership(ctx, f)
+            if not _right_owner(f, current):
+                ctx.transport.set_owner(f.remote, mode=f.mode, owner=f.owner, group=f.group)
                 fixed.append(f.remote)
             continue
-        already_kept = current is not None and current in (
-            sha for path, sha in found.items() if path != f.remote
+        already_kept = current is not None and current.sha256 in (
+            r.sha256 for path, r in found.items() if path != f.remote
         )
         if current is not None and not already_kept:
+            # O_EXCL|O_NOFOLLOW, 0600, the old file's owner; a failed copy is removed, so a
+            # half copy (disk full) never passes for the old file.
             copy = f"{f.remote}.pre-restore.{ctx.stamp}"
-            # A copy that failed (disk full) would pass for the old file; remove it. Not
-            # cp -p: with umask 077 the copy is private even if the old file was not.
-            script = (
-                'umask 077 && { cp --preserve=ownership,timestamps -- "$1" "$2" '
-                '|| { rm -f -- "$2"; exit 1; }; }'
-            )
-            ctx.transport.run(["sh", "-c", script, "sh", f.remote, copy], sudo=True)
+            ctx.transport.copy_file(f.remote, copy)
             kept.append(copy)
-        _ensure_parent(ctx, f)
+        # 0750, made at its parent's fd: never by a path the service user could redirect.
+        parent = posixpath.dirname(f.remote)
+        ctx.transport.make_dir(parent, mode=0o750, owner=f.owner, group=f.group)
         ctx.transport.push(f.local, f.remote, mode=f.mode, owner=f.owner, group=f.group, sudo=True)
         pushed.append(f.remote)
     said = f"pushed {len(pushed)} file(s)"
     said += f"; fixed mode/owner of {', '.join(fixed)}" if fixed else ""
     return said + (f"; kept {', '.join(kept)}" if kept else "")
-
-
-def _set_ownership(ctx: RestoreContext, f: Install) -> None:
-    script = 'chown -- "$2:$3" "$1" && chmod -- "$4" "$1"'
-    argv = ["sh", "-c", script, "sh", f.remote, f.owner, f.group, f"{f.mode:o}"]
-    ctx.transport.run(argv, sudo=True)
-
-
-def _ensure_parent(ctx: RestoreContext, f: Install) -> None:
-    parent = posixpath.dirname(f.remote)
-    script = 'test -d "$1" || install -d -m 0750 -o "$2" -g "$3" -- "$1"'
-    ctx.transport.run(["sh", "-c", script, "sh", parent, f.owner, f.group], sudo=True)
