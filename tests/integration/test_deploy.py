@@ -17,7 +17,7 @@ pytestmark = pytest.mark.integration
 
 BOX = "prod2"
 REPO = "/opt/zachot/repo"
-HISTORY = "/opt/zachot/deploy/revisions.log"
+HISTORY = "/var/lib/zachot-ops/revisions.log"
 RTO_TARGET = 20.0  # seconds; the runbook allows 5-15 min
 
 

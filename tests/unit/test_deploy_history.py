@@ -215,4 +215,4 @@ def test_commit_and_blob_parsers():
     sha = "14ca465a7d8b9a922f1c46f921de7e078000b12e"
     assert remote.parse_commit(f"{sha}\n") == sha
     assert remote.parse_commit("") is None and remote.parse_commit("fatal: x") is None
-    assert remote.parse_blob_ids("31b4\n-\n") == ["31b4", None]
+    assert remote.parse_blob_ids(f"{sha}\n-\nnot-hex\n") == [sha, None, None]

@@ -28,9 +28,7 @@ class BackupContext:
     def deployed(self) -> dict[str, str | None]:
         """The deployed commit, recorded so restore.server can clone the same ref."""
         if self._deployed is None:
-            self._deployed = facts.gather(
-                self.transport, facts.deployed_ref(self.host.layout.repo_dir)
-            )
+            self._deployed = facts.gather(self.transport, facts.deployed_ref(self.host.layout))
         return {"commit": self._deployed.commit, "describe": self._deployed.describe}
 
 

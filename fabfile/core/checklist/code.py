@@ -1,6 +1,6 @@
 """The code item: which ref is deployed, and does it match the last recorded deploy?
 
-The record is the host's deploy history (deploy/revisions.log, written by the
+The record is the host's deploy history (/var/lib/zachot-ops/revisions.log, written by the
 deploy tasks); without one, the ref the newest local backup recorded as deployed.
 """
 

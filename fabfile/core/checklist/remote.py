@@ -15,10 +15,10 @@ import re
 import shlex
 from pathlib import Path
 
-from .. import services
+from .. import service_user, services
 from ..deploys.history import History, parse
-from ..deploys.remote import history_path
-from ..facts import deployed_ref, parse_deployed_ref
+from ..deploys.remote import HISTORY
+from ..facts import DEPLOYED_REF, parse_deployed_ref
 from ..model import Host
 from .model import Code, EnvFile, LogFile, LogScan, Pythons, UnitState
 
@@ -29,6 +29,11 @@ PROPS = (
 )
 LOGSCAN = (Path(__file__).with_name("logscan.py")).read_text(encoding="utf-8")
 PY_END = "ZACHOT_PY_END"  # heredoc delimiter; no line of the Python sources is this
+# Tracked files with local changes; --no-optional-locks: reading never rewrites the index.
+DIRTY = (
+    'git --no-pager -C "$1" --no-optional-locks status --porcelain --untracked-files=no '
+    "2>/dev/null | wc -l"
+)
 
 # Each section reads only ZC_* variables; `set -f` keeps unit lists from globbing.
 SECTIONS = {
@@ -42,15 +47,16 @@ SECTIONS = {
         'elif [ -d "${ZC_ENV%/*}" ] && [ ! -x "${ZC_ENV%/*}" ]; then echo unreadable; '
         "else echo missing; fi"
     ),
+    # The repo and the venv are the service user's code: run as that user (service_user.py).
     "code": (
-        f'sh -c {shlex.quote(deployed_ref("/").argv[2])} sh "$ZC_REPO"; '
-        # --no-optional-locks: status must not refresh the index (and leave it root's).
-        'git -c safe.directory="$ZC_REPO" -C "$ZC_REPO" --no-optional-locks status '
-        "--porcelain --untracked-files=no 2>/dev/null | wc -l"
+        f'as_service_user sh -c {shlex.quote(DEPLOYED_REF + "; " + DIRTY)} sh "$ZC_REPO" '
+        "2>/dev/null"
     ),
     "history": '[ -f "$ZC_HISTORY" ] && tail -n 500 -- "$ZC_HISTORY" || echo "@absent"',
     "python": "python3 -V 2>&1 || echo missing",
-    "venv": '"$ZC_VENV/bin/python" -V 2>&1 || echo "failed: exit $?"',
+    "venv": (
+        'as_service_user sh -c \'"$1" -V 2>&1 || echo "failed: exit $?"\' sh "$ZC_VENV/bin/python"'
+    ),
     # -B: reading leaves no bytecode behind. The health probe is the restore gates' own.
     "health": f"python3 -B - \"$ZC_URL\" 2>&1 <<'{PY_END}'\n{services.HEALTH_PROBE}\n{PY_END}",
     "logs": (
@@ -73,12 +79,15 @@ def command(host: Host, sections: tuple[str, ...] = CHECKLIST) -> tuple[list[str
         "ZC_APP_UNITS": " ".join(apis + workers),  # the API first: its start is the default
         "ZC_ENV": layout.env_file,
         "ZC_REPO": layout.repo_dir,
-        "ZC_HISTORY": history_path(layout),
+        "ZC_HISTORY": HISTORY,
         "ZC_VENV": layout.venv_dir,
         "ZC_URL": layout.api_health_url,
         "ZC_LOGS": layout.logs_dir,
+        **service_user.shell_variables(layout),
     }
-    script = "set -f\n" + "".join(f"echo '@@zachot:{n}@@'\n{SECTIONS[n]}\n" for n in sections)
+    script = f"set -f\n{service_user.SHELL_FUNCTION}\n" + "".join(
+        f"echo '@@zachot:{n}@@'\n{SECTIONS[n]}\n" for n in sections
+    )
     argv = ["env", *(f"{k}={v}" for k, v in variables.items()), "sh", "-s"]
     return argv, script.encode()
 

@@ -52,7 +52,7 @@ def _after_failure(
 
 def _head(ctx: RestoreContext) -> str | None:
     try:
-        return gather(ctx.transport, deployed_ref(ctx.host.layout.repo_dir)).commit
+        return gather(ctx.transport, deployed_ref(ctx.host.layout)).commit
     except ZachotError:
         return None
 
@@ -61,7 +61,7 @@ def _state(ctx: RestoreContext) -> str:
     """What runs on the host now, read live, so the message never guesses."""
     host, layout = ctx.host.name, ctx.host.layout
     try:
-        ref = gather(ctx.transport, deployed_ref(layout.repo_dir))
+        ref = gather(ctx.transport, deployed_ref(layout))
         chosen = services.select(ctx.host, ("worker", "api"))
         states = services.states(ctx.transport, chosen)
     except ZachotError as exc:
@@ -72,7 +72,7 @@ def _state(ctx: RestoreContext) -> str:
 
 
 def _record_failure(ctx: RestoreContext, d: Deployment, step: Step) -> str:
-    path = remote.history_path(ctx.host.layout)
+    path = remote.HISTORY
     entry = d.entry("failed", step.name)
     try:
         remote.append_history(ctx.transport, path, entry)

@@ -14,7 +14,7 @@ from __future__ import annotations
 import posixpath
 from dataclasses import replace
 
-from .. import output
+from .. import output, service_user
 from ..errors import UsageError, ZachotError
 from ..facts import gather
 from ..manifest import short_repr
@@ -49,8 +49,7 @@ def plan(
     ctx: RestoreContext, action: str, to: str | None, pip: server_options.PipSource
 ) -> tuple[Plan, Deployment]:
     d = _deployment(ctx, action, to)
-    repo = ctx.host.layout.repo_dir
-    local = gather(ctx.transport, remote.resolve(repo, d.wanted))
+    local = gather(ctx.transport, remote.resolve(ctx.host.layout, d.wanted))
     if action == "rollback" and local:
         _settle(ctx, d, local)  # the target is known now: no fetch needed
     fetched = [] if d.commit else [_fetch(ctx, d, local)]
@@ -71,7 +70,7 @@ def plan(
 
 def _deployment(ctx: RestoreContext, action: str, to: str | None) -> Deployment:
     host, layout = ctx.host.name, ctx.host.layout
-    state = gather(ctx.transport, remote.repo_state(layout.repo_dir))
+    state = gather(ctx.transport, remote.repo_state(layout))
     if state.head is None:
         raise UsageError(
             f"{host}: no git checkout at {layout.repo_dir}; rebuild the box with restore.server"
@@ -82,7 +81,7 @@ def _deployment(ctx: RestoreContext, action: str, to: str | None) -> Deployment:
             "which a checkout would carry along or refuse; look with git status there and "
             "commit, stash or reset them first"
         )
-    path = remote.history_path(layout)
+    path = remote.HISTORY
     history = remote.read_history(ctx.transport, path)
     for problem in history.problems:
         output.warn(f"{host}: {path}: {problem}")
@@ -129,8 +128,9 @@ def _fetch(ctx: RestoreContext, d: Deployment, local: str | None) -> Step:
     repo, url = layout.repo_dir, layout.repo_url
 
     def run() -> str:
-        server_restore.as_user(ctx, ["git", "-C", repo, "fetch", "-q", "--tags", "origin"])
-        commit = gather(ctx.transport, remote.resolve(repo, d.wanted))
+        fetch = ["git", "--no-pager", "-C", repo, "fetch", "-q", "--tags", "origin"]
+        service_user.run(ctx.transport, layout, fetch)
+        commit = gather(ctx.transport, remote.resolve(layout, d.wanted))
         if commit is None:
             raise DeployError(
                 f"{d.wanted} is not a tag, branch or commit at {url}; the services were not touched"
@@ -150,11 +150,11 @@ def _fetch(ctx: RestoreContext, d: Deployment, local: str | None) -> Step:
 
 
 def _log(ctx: RestoreContext, d: Deployment, local: str | None) -> Step:
-    repo = ctx.host.layout.repo_dir
+    layout = ctx.host.layout
 
     def commits(target: str | None) -> list[str]:
         revs = ["HEAD", *([target] if target and target != d.head else [])]
-        return gather(ctx.transport, remote.recent_commits(repo, revs, LOG_COUNT))
+        return gather(ctx.transport, remote.recent_commits(layout, revs, LOG_COUNT))
 
     def run() -> str:
         lines = commits(d.commit)
@@ -190,13 +190,12 @@ def _checkout(ctx: RestoreContext, d: Deployment, local: str | None) -> Step:
     def done() -> bool:
         if d.commit is None:
             return False
-        return gather(ctx.transport, server_facts.checkout(repo, d.commit)).done
+        return gather(ctx.transport, server_facts.checkout(layout, d.commit)).done
 
     def run() -> str:
         assert d.commit is not None  # settled at plan time or by the fetch step
         _seed_marker(ctx, marker)
-        detach = ["git", "-C", repo, "-c", "advice.detachedHead=false", "checkout", "-q"]
-        server_restore.as_user(ctx, [*detach, "--detach", d.commit])
+        service_user.run(ctx.transport, layout, server_restore.detach(layout, d.commit))
         if not done():
             raise DeployError(f"{repo}: HEAD is not {d.commit[:12]} after the checkout")
         return f"HEAD at {d.name(d.commit)}, detached"
@@ -220,9 +219,10 @@ def _seed_marker(ctx: RestoreContext, marker: str) -> None:
     layout = ctx.host.layout
     script = (
         '[ -f "$2" ] || ! git -C "$1" cat-file -e "HEAD:$3" 2>/dev/null || '
-        'git -C "$1" show "HEAD:$3" | sha256sum | cut -d" " -f1 > "$2"'
+        'git --no-pager -C "$1" show "HEAD:$3" | sha256sum | cut -d" " -f1 > "$2"'
     )
-    server_restore.as_user(ctx, ["sh", "-c", script, "sh", layout.repo_dir, marker, REQUIREMENTS])
+    command = ["sh", "-c", script, "sh", layout.repo_dir, marker, REQUIREMENTS]
+    service_user.run(ctx.transport, layout, command)
 
 
 def _requirements(
@@ -233,7 +233,7 @@ def _requirements(
     install = server_restore.venv_step(ctx, pip)
 
     def run() -> str:
-        now = gather(ctx.transport, server_facts.venv_state(layout.venv_dir, requirements))
+        now = gather(ctx.transport, server_facts.venv_state(layout, requirements))
         if now.want is None:
             return f"no {REQUIREMENTS} in {d.name(d.commit)}: nothing to install"
         if now.done:
@@ -243,7 +243,7 @@ def _requirements(
     pip_install = f"pip install -r {requirements} from {pip.describe()}"
     if local:
         before, after = gather(
-            ctx.transport, remote.blob_ids(layout.repo_dir, REQUIREMENTS, [d.head, local])
+            ctx.transport, remote.blob_ids(layout, REQUIREMENTS, [d.head, local])
         )
         said = (
             f"skip: {REQUIREMENTS} is the same in HEAD and {d.ref}"
@@ -258,7 +258,7 @@ def _requirements(
 
 
 def _record(ctx: RestoreContext, d: Deployment) -> Step:
-    path = remote.history_path(ctx.host.layout)
+    path = remote.HISTORY
 
     def run() -> str:
         entry = d.entry("ok")

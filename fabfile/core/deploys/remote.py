@@ -1,31 +1,33 @@
 """What a deploy reads on the host (the checkout, the history) and how it appends history.
 
-Git is read as root with safe.directory, as the clone belongs to the service user,
-and never in a way that writes: `status` runs with --no-optional-locks, so it
-does not refresh the index (which would leave it owned by root).
+Git runs as the service user: the clone, its config and its hooks are that user's, so
+root never runs them (service_user.py). Its output is that user's data: commit ids are
+taken only when they are hex. `status` runs with --no-optional-locks, so reading never
+rewrites the index.
 """
 
 from __future__ import annotations
 
 import getpass
 import posixpath
-import re
 import socket
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from ..facts import Fact
+from .. import service_user
+from ..facts import COMMIT, REF_NAME, Fact
 from ..model import Layout
 from ..transport import Transport
 from .history import Entry, History, parse
 
-_GIT = 'git -c safe.directory="$1" -C "$1"'
-_COMMIT = re.compile(r"[0-9a-f]{40}|[0-9a-f]{64}", re.ASCII)
+_GIT = 'git --no-pager -C "$1"'
 MAX_ANCESTRY = 1000
 
 
-def history_path(layout: Layout) -> str:
-    return posixpath.join(layout.root, "deploy", "revisions.log")
+# Root's own record, outside every directory the service user can write: a history under
+# layout.root could be swapped for a link that makes root append to any file.
+HISTORY_DIR = "/var/lib/zachot-ops"
+HISTORY = posixpath.join(HISTORY_DIR, "revisions.log")
 
 
 @dataclass(frozen=True)
@@ -36,7 +38,11 @@ class RepoState:
     changed: int  # tracked files with local changes
 
 
-def repo_state(repo_dir: str) -> Fact[RepoState]:
+def _as_service_user(layout: Layout, script: str, *args: str) -> tuple[str, ...]:
+    return service_user.argv(layout, ("sh", "-c", script, "sh", layout.repo_dir, *args))
+
+
+def repo_state(layout: Layout) -> Fact[RepoState]:
     script = (
         '[ -e "$1/.git" ] || exit 0; '
         f'echo "head $({_GIT} rev-parse -q --verify HEAD)"; '
@@ -45,8 +51,7 @@ def repo_state(repo_dir: str) -> Fact[RepoState]:
         "refs/tags; "
         f'{_GIT} rev-list --max-count="$2" HEAD | sed "s/^/ancestor /"'
     )
-    argv = ("sh", "-c", script, "sh", repo_dir, str(MAX_ANCESTRY))
-    return Fact(argv, parse_repo_state, sudo=True)
+    return Fact(_as_service_user(layout, script, str(MAX_ANCESTRY)), parse_repo_state, sudo=True)
 
 
 def parse_repo_state(stdout: str) -> RepoState:
@@ -55,56 +60,57 @@ def parse_repo_state(stdout: str) -> RepoState:
     ancestry: list[str] = []
     for line in stdout.splitlines():
         kind, _, rest = line.partition(" ")
-        if kind == "head" and _COMMIT.fullmatch(rest.strip()):
+        if kind == "head" and COMMIT.fullmatch(rest.strip()):
             head = rest.strip()
         elif kind == "changed" and rest.strip().isdigit():
             changed = int(rest.strip())
         elif kind == "tag" and rest.count(" ") >= 2:
             target, peeled, name = rest.split(" ", 2)
+            if not REF_NAME.fullmatch(name):
+                continue  # not a name git makes: the service user's output, not a tag
             # Annotated tags point at a tag object; %(*objectname) is its commit.
             tags.setdefault(peeled or target, []).append(name)
-        elif kind == "ancestor" and _COMMIT.fullmatch(rest.strip()):
+        elif kind == "ancestor" and COMMIT.fullmatch(rest.strip()):
             ancestry.append(rest.strip())
     return RepoState(head, {c: tuple(sorted(n)) for c, n in tags.items()}, tuple(ancestry), changed)
 
 
-def resolve(repo_dir: str, ref: str) -> Fact[str | None]:
+def resolve(layout: Layout, ref: str) -> Fact[str | None]:
     """ref as a commit: a tag first, then origin's branch (not a stale local one), then
     anything git takes (a commit id). None when the clone does not have it."""
     script = (
         'for r in "refs/tags/$2" "refs/remotes/origin/$2" "$2"; do '
         f'{_GIT} rev-parse -q --verify --end-of-options "$r^{{commit}}" && exit 0; done; true'
     )
-    return Fact(("sh", "-c", script, "sh", repo_dir, ref), parse_commit, sudo=True)
+    return Fact(_as_service_user(layout, script, ref), parse_commit, sudo=True)
 
 
 def parse_commit(stdout: str) -> str | None:
     first = (stdout.split() or [""])[0]
-    return first if _COMMIT.fullmatch(first) else None
+    return first if COMMIT.fullmatch(first) else None
 
 
-def recent_commits(repo_dir: str, commits: Sequence[str], count: int = 10) -> Fact[list[str]]:
+def recent_commits(layout: Layout, commits: Sequence[str], count: int = 10) -> Fact[list[str]]:
     """`git log --oneline` over HEAD and the target, decorated with tags."""
     script = (
-        'r=$1 n=$2; shift 2; git -c safe.directory="$r" -C "$r" log --no-color --oneline '
-        '--decorate=short -n "$n" --end-of-options "$@" --'
+        'r=$1 n=$2; shift 2; git --no-pager -C "$r" log --no-color --oneline --decorate=short '
+        '-n "$n" --end-of-options "$@" --'
     )
-    argv = ("sh", "-c", script, "sh", repo_dir, str(count), *commits)
+    argv = _as_service_user(layout, script, str(count), *commits)
     return Fact(argv, lambda out: [ln for ln in out.splitlines() if ln.strip()], sudo=True)
 
 
-def blob_ids(repo_dir: str, path: str, commits: Sequence[str]) -> Fact[list[str | None]]:
+def blob_ids(layout: Layout, path: str, commits: Sequence[str]) -> Fact[list[str | None]]:
     """The git object id of path in each commit (None where it is absent), to compare."""
     script = (
-        'r=$1 p=$2; shift 2; for c; do git -c safe.directory="$r" -C "$r" '
-        'rev-parse -q --verify --end-of-options "$c:$p" || echo -; done'
+        'r=$1 p=$2; shift 2; for c; do git --no-pager -C "$r" rev-parse -q --verify '
+        '--end-of-options "$c:$p" || echo -; done'
     )
-    argv = ("sh", "-c", script, "sh", repo_dir, path, *commits)
-    return Fact(argv, parse_blob_ids, sudo=True)
+    return Fact(_as_service_user(layout, script, path, *commits), parse_blob_ids, sudo=True)
 
 
 def parse_blob_ids(stdout: str) -> list[str | None]:
-    return [None if ln.strip() == "-" else ln.strip() for ln in stdout.splitlines()]
+    return [ln.strip() if COMMIT.fullmatch(ln.strip()) else None for ln in stdout.splitlines()]
 
 
 def read_history(transport: Transport, path: str) -> History:
@@ -113,9 +119,12 @@ def read_history(transport: Transport, path: str) -> History:
 
 
 def append_history(transport: Transport, path: str, entry: Entry) -> None:
-    """One line, appended in one write (O_APPEND), root-owned 0644; the line is an
-    argument, never part of the script."""
-    script = 'umask 022 && mkdir -p -- "$1" && printf "%s\\n" "$3" >> "$2"'
+    """One line, appended in one write (O_APPEND), root-owned 0644 in a root-owned directory
+    under /var/lib (no one else can plant a link there); the line is an argument, never part
+    of the script."""
+    script = (
+        'umask 022 && install -d -m 0755 -o root -g root -- "$1" && printf "%s\\n" "$3" >> "$2"'
+    )
     argv = ["sh", "-c", script, "sh", posixpath.dirname(path), path, entry.line()]
     transport.run(argv, sudo=True)
 

@@ -10,7 +10,8 @@ import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from ..facts import Fact
+from .. import service_user
+from ..facts import COMMIT, Fact
 from ..model import Layout
 
 # In the venv: sha256 of the requirements.txt it was installed from.
@@ -79,25 +80,28 @@ class Checkout:
         return self.head is not None and self.head == self.want
 
 
-def checkout(repo_dir: str, ref: str) -> Fact[Checkout]:
-    # Read as root: safe.directory, as the repo belongs to the service user.
+def checkout(layout: Layout, ref: str) -> Fact[Checkout]:
+    # As the service user: its repo, its git config (service_user.py).
     script = (
         '[ -e "$1" ] || { echo absent; exit 0; }; '
         '[ -e "$1/.git" ] || { echo not-a-repo; exit 0; }; '
-        'echo "head $(git -c safe.directory="$1" -C "$1" rev-parse -q --verify HEAD)"; '
-        'echo "want $(git -c safe.directory="$1" -C "$1" rev-parse -q --verify '
+        'echo "head $(git --no-pager -C "$1" rev-parse -q --verify HEAD)"; '
+        'echo "want $(git --no-pager -C "$1" rev-parse -q --verify '
         '--end-of-options "$2^{commit}")"'
     )
-    return Fact(("sh", "-c", script, "sh", repo_dir, ref), parse_checkout, sudo=True)
+    command = ("sh", "-c", script, "sh", layout.repo_dir, ref)
+    return Fact(service_user.argv(layout, command), parse_checkout, sudo=True)
 
 
 def parse_checkout(stdout: str) -> Checkout:
+    """Only hex ids are taken: the output is the service user's git, so its data."""
     lines = stdout.split("\n")
     if lines[0].strip() in ("absent", "not-a-repo"):
         return Checkout(lines[0].strip())
-    said = dict(line.partition(" ")[::2] for line in lines if line.strip())
+    said = {k: v.strip() for k, v in (ln.partition(" ")[::2] for ln in lines if ln.strip())}
+    head, want = said.get("head", ""), said.get("want", "")
     return Checkout(
-        "repo", said.get("head", "").strip() or None, said.get("want", "").strip() or None
+        "repo", head if COMMIT.fullmatch(head) else None, want if COMMIT.fullmatch(want) else None
     )
 
 
@@ -111,12 +115,14 @@ class VenvState:
         return self.want is not None and self.have == self.want
 
 
-def venv_state(venv_dir: str, requirements: str) -> Fact[VenvState]:
+def venv_state(layout: Layout, requirements: str) -> Fact[VenvState]:
+    """Read as the service user: the venv and the repo are its files, links included."""
     script = (
         'h=-; [ -x "$1/bin/python" ] && [ -f "$1/$3" ] && h=$(cat -- "$1/$3"); echo "$h"; '
         'w=-; [ -f "$2" ] && w=$(sha256sum < "$2" | cut -d" " -f1); echo "$w"'
     )
-    return Fact(("sh", "-c", script, "sh", venv_dir, requirements, MARKER), parse_venv, sudo=True)
+    command = ("sh", "-c", script, "sh", layout.venv_dir, requirements, MARKER)
+    return Fact(service_user.argv(layout, command), parse_venv, sudo=True)
 
 
 def parse_venv(stdout: str) -> VenvState:
