@@ -33,10 +33,16 @@ def trust_hint(host: Host) -> str:
 
 
 class _StrictPolicy(paramiko.MissingHostKeyPolicy):
-    def __init__(self, host: Host) -> None:
-        self.host = host
+    def __init__(self, host: Host, hop: str | None = None) -> None:
+        self.host, self.hop = host, hop
 
     def missing_host_key(self, client, hostname, key) -> None:
+        if self.hop:  # hosts.trust records the final host only; a hop is the operator's call
+            raise HostKeyError(
+                f"{self.host.name}: ProxyJump hop {self.hop} host key is not known: "
+                f"{describe(key)}; nothing was sent; check the fingerprint out of band, then "
+                f"add it to {self.host.known_hosts or USER_KNOWN_HOSTS} (ssh-keyscan)"
+            )
         raise HostKeyError(
             f"{self.host.name} ({hostname}): host key is not known: {describe(key)}; "
             + trust_hint(self.host)
@@ -51,10 +57,11 @@ class _AcceptNewPolicy(paramiko.MissingHostKeyPolicy):
         append_known_host(self.record_in, hostname, key)
 
 
-def policy_for(host: Host) -> paramiko.MissingHostKeyPolicy:
+def policy_for(host: Host, *, hop: str | None = None) -> paramiko.MissingHostKeyPolicy:
+    """The policy for the host, or for one of its ProxyJump hops (named `hop`): the same."""
     if host.host_key_policy == "accept-new":
         return _AcceptNewPolicy(host, host.known_hosts or USER_KNOWN_HOSTS)
-    return _StrictPolicy(host)
+    return _StrictPolicy(host, hop)
 
 
 def load_known_hosts(client: paramiko.SSHClient, host: Host) -> None:

@@ -3,8 +3,10 @@
 Borg-style lock file. It is created atomically *with* its content (write a
 temp file, then hard-link it into place, which fails if the lock exists), so a
 reader never sees a half-written holder. A lock whose holder is gone (same
-host, dead pid) or that is very old (another host, where we cannot check the
-pid) is broken by renaming it aside; rename is atomic, so only one breaker wins.
+machine, dead pid) or that is very old (another machine, where we cannot check
+the pid) is broken by renaming it aside; rename is atomic, so only one breaker wins.
+"Same machine" is the machine id, not the hostname: two laptops both called
+"laptop" must never judge each other's pids.
 
 The pure part (LockHolder, is_stale) does no I/O so a server-side run lock can
 reuse it with a remote transport.
@@ -14,6 +16,7 @@ from __future__ import annotations
 
 import contextlib
 import errno
+import functools
 import json
 import os
 import secrets
@@ -29,6 +32,9 @@ from types import TracebackType
 from fabfile.core.errors import LockHeldError, StoreError
 
 STALE_AFTER = timedelta(hours=6)
+MACHINE_ID_FILES = (Path("/etc/machine-id"), Path("/var/lib/dbus/machine-id"))
+# Where a machine without a machine-id keeps the random one made for it.
+OWN_MACHINE_ID = Path("~/.config/zachot/machine-id")
 POLL_INTERVAL = 0.2
 MAX_LOCK_BYTES = 64 * 1024
 _MAX_PID = 2**31 - 1
@@ -45,6 +51,7 @@ class LockHolder:
     # Random per acquisition: two holders in one process and one second would
     # otherwise write identical files, and release compares content.
     token: str = ""
+    machine: str = ""  # machine_id() of the holder; "" in records older than it
 
     @classmethod
     def current(cls, purpose: str, *, now: datetime | None = None) -> LockHolder:
@@ -55,6 +62,7 @@ class LockHolder:
             since=moment.strftime("%Y-%m-%dT%H:%M:%SZ"),
             purpose=purpose,
             token=secrets.token_hex(8),
+            machine=machine_id(),
         )
 
     def to_json(self) -> str:
@@ -70,7 +78,8 @@ class LockHolder:
         # pid <= 0 must never reach os.kill: 0 and -1 address process groups.
         if not isinstance(pid, int) or isinstance(pid, bool) or not 0 < pid <= _MAX_PID:
             raise ValueError("lock pid is not a positive integer")
-        fields = {key: data.get(key, "") for key in ("host", "since", "purpose", "token")}
+        keys = ("host", "since", "purpose", "token", "machine")
+        fields = {key: data.get(key, "") for key in keys}
         if not all(isinstance(value, str) for value in fields.values()) or not fields["host"]:
             raise ValueError("lock host/since/purpose must be strings")
         return cls(pid=pid, **fields)
@@ -93,22 +102,45 @@ def is_stale(
     holder: LockHolder | None,
     *,
     now: datetime,
-    this_host: str,
+    this_machine: str,
     pid_alive: Callable[[int], bool],
     stale_after: timedelta = STALE_AFTER,
     modified: datetime | None = None,
 ) -> bool:
     """Whether a lock may be broken. `holder` is None when the content is unreadable.
 
-    On our own host the pid answers it exactly, however old the lock. Elsewhere
-    we can only go by age; both the holder's `since` and the file's mtime come
-    from clocks that may be skewed, so the lock counts as old only if the newer
-    of the two is older than `stale_after`.
+    On our own machine (same machine id) the pid answers it exactly, however old
+    the lock. Elsewhere, or for a record without a machine id, we can only go by
+    age; both the holder's `since` and the file's mtime come from clocks that may
+    be skewed, so the lock counts as old only if the newer of the two is older
+    than `stale_after`.
     """
-    if holder is not None and holder.host == this_host:
+    if holder is not None and holder.machine and holder.machine == this_machine:
         return not pid_alive(holder.pid)
     stamps = [t for t in (modified, holder.since_at if holder else None) if t is not None]
     return bool(stamps) and now - max(stamps) > stale_after
+
+
+@functools.cache
+def machine_id() -> str:
+    """This machine's id: systemd's machine-id, else a random one kept in our config dir."""
+    for path in MACHINE_ID_FILES:
+        with contextlib.suppress(OSError):
+            if found := path.read_text().strip():
+                return found
+    own = OWN_MACHINE_ID.expanduser()
+    with contextlib.suppress(OSError):
+        if found := own.read_text().strip():
+            return found
+    made = secrets.token_hex(16)
+    try:
+        own.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+        _write_new(own, made + "\n")
+    except FileExistsError:  # another process made it first: use theirs
+        return own.read_text().strip() or made
+    except OSError:
+        pass  # unwritable: this process's own id; its locks are then judged by age only
+    return made
 
 
 def pid_alive(pid: int) -> bool:
@@ -197,7 +229,7 @@ class StoreLock:
         return is_stale(
             holder,
             now=datetime.now(UTC),
-            this_host=socket.gethostname(),
+            this_machine=machine_id(),
             pid_alive=pid_alive,
             stale_after=self.stale_after,
             modified=modified,

@@ -1,16 +1,15 @@
 """Talk to a host's Redis through an SSH tunnel on the host's one connection.
 
-No Redis port is ever exposed: Fabric's forward_local listens on a free
-loopback port here and opens a direct-tcpip channel on the Transport's SSH
-connection for each client connection. Redis errors become one clear line
-that says which host and what to check.
+No Redis port is ever exposed, on either side: Transport.unix_tunnel listens on
+a Unix socket in a private (0700) directory here and opens a direct-tcpip channel
+on the host's SSH connection for each client connection, so no other local user
+can reach the tunnel or race for it and receive AUTH. Redis errors become one
+clear line that says which host and what to check.
 """
 
 from __future__ import annotations
 
-import errno
 import posixpath
-import socket
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -19,9 +18,8 @@ from typing import TYPE_CHECKING, Any
 from urllib.parse import parse_qs, unquote, urlsplit
 
 import paramiko
-from invoke.exceptions import ThreadException
 
-from . import output, secrets
+from . import secrets
 from .errors import UsageError, ZachotError
 from .transport import Transport
 
@@ -29,8 +27,6 @@ if TYPE_CHECKING:  # the client library loads only when a task talks to Redis
     import redis
 
 DEFAULT_PORT = 6379
-# Waiting for the tunnel's listener to bind; Fabric starts it in a thread.
-LISTEN_WAIT = 5.0
 # direct-tcpip open failures (RFC 4254 §5.1)
 _PROHIBITED, _CONNECT_FAILED = 1, 2
 
@@ -118,14 +114,6 @@ def describe(transport: Transport) -> str:
     return f"Redis on {transport.host.name} ({target.where} via SSH)"
 
 
-def free_port() -> int:
-    # Fabric binds the port itself, so there is a short window in which another
-    # local process could take it; _ping then fails clearly rather than hanging.
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
 @contextmanager
 def open_redis(transport: Transport, *, timeout: float = 10.0) -> Iterator[redis.Redis]:
     """A redis client for host.redis.url through an SSH tunnel, PINGed before use.
@@ -138,27 +126,15 @@ def open_redis(transport: Transport, *, timeout: float = 10.0) -> Iterator[redis
     target = parse_url(transport.host.redis.url)
     where = describe(transport)
     _probe(transport, target, where, timeout)
-    port = free_port()
-    client = _client(target, port, timeout)
-    tunnel = transport.connection.forward_local(
-        port, remote_port=target.port, remote_host=target.host, local_host="127.0.0.1"
-    )
-    tunnel.__enter__()
-    ok = False
-    try:
-        _ping(client, timeout)
-        yield client
-        ok = True
-    except redis.RedisError as exc:
-        raise explain(exc, where, timeout) from None
-    finally:
-        client.close()
+    with transport.unix_tunnel(target.host, target.port, timeout=timeout) as path:
+        client = _client(target, path, timeout)
         try:
-            tunnel.__exit__(None, None, None)
-        except ThreadException as exc:
-            # Every reply was read, so a tunnel thread failing at teardown lost nothing.
-            if ok:
-                output.warn(f"{where}: SSH tunnel closed with an error: {_thread_error(exc)}")
+            client.ping()
+            yield client
+        except redis.RedisError as exc:
+            raise explain(exc, where, timeout) from None
+        finally:
+            client.close()
 
 
 def wait_until_up(transport: Transport, *, timeout: float, interval: float = 0.5) -> str:
@@ -197,8 +173,28 @@ def server(client: redis.Redis, *, fallback_dir: str) -> RedisServer:
     )
 
 
+def confine(found: RedisServer, data_dir: str, *, host: str, doing: str) -> RedisServer:
+    """Refuse data paths outside redis.data_dir: any local client may CONFIG SET dir and
+    dbfilename (Redis <= 6, or protected configs allowed), and root acts on these paths.
+
+    doing: what the task does there, e.g. "restore.redis only moves files".
+    """
+    root = posixpath.normpath(data_dir)
+    names = {"dbfilename": found.dbfilename, "appenddirname": found.appenddirname or "x"}
+    inside = found.dir.startswith("/") and ".." not in found.dir.split("/")
+    inside = inside and (posixpath.normpath(found.dir) + "/").startswith(root.rstrip("/") + "/")
+    bad = "" if inside else f"dir={found.dir}"
+    bad = bad or next((f"{k}={v}" for k, v in names.items() if not _plain_name(v)), "")
+    if bad:
+        raise UsageError(
+            f"Redis on {host} says {output_safe(bad)}; {doing} under redis.data_dir ({root}); "
+            "fix Redis's config or the inventory"
+        )
+    return found
+
+
 def explain(exc: Exception, where: str, timeout: float) -> RedisUnavailable:
-    """One line for a redis-py error; never the local tunnel port, which means nothing."""
+    """One line for a redis-py error; never the local tunnel socket, which means nothing."""
     import redis
 
     text = str(exc)
@@ -208,9 +204,7 @@ def explain(exc: Exception, where: str, timeout: float) -> RedisUnavailable:
     if isinstance(exc, redis.TimeoutError):
         return RedisUnavailable(f"{where} does not answer PING: no reply in {timeout:g} s")
     if isinstance(exc, redis.ConnectionError):
-        if _refused(exc):
-            why = "the tunnel's local end did not open (port taken?); try again"
-        elif "closed" in text.lower():
+        if "closed" in text.lower():
             why = "the connection was closed; is that port Redis, and is TLS (rediss) right?"
         else:
             why = text.rstrip(".")
@@ -222,13 +216,10 @@ def explain(exc: Exception, where: str, timeout: float) -> RedisUnavailable:
 
 
 def _probe(transport: Transport, target: RedisTarget, where: str, timeout: float) -> None:
-    """Open one direct-tcpip channel first: a refused one would kill Fabric's tunnel thread
-    and leave the client waiting, so find out here, quickly and clearly."""
-    ssh = transport.connection.client.get_transport()
+    """Open one direct-tcpip channel first: inside the tunnel a refused channel is only a
+    closed connection to the client, so find out here, quickly and clearly."""
     try:
-        channel = ssh.open_channel(
-            "direct-tcpip", (target.host, target.port), ("127.0.0.1", 0), timeout=timeout
-        )
+        channel = transport.direct_channel(target.host, target.port, timeout=timeout)
     except paramiko.ChannelException as exc:
         if exc.code == _PROHIBITED:
             user = transport.connection.user
@@ -244,59 +235,66 @@ def _probe(transport: Transport, target: RedisTarget, where: str, timeout: float
             ) from None
         raise RedisUnavailable(f"{where} does not answer PING: {exc.text}") from None
     except (paramiko.SSHException, EOFError, OSError) as exc:
-        if ssh.is_active():  # sshd could not reach Redis in time
+        if transport.is_open:  # sshd could not reach Redis in time
             raise RedisUnavailable(f"{where} does not answer PING: {exc}") from None
         raise RedisUnavailable(f"{where}: SSH connection lost: {exc}") from None
     channel.close()
 
 
-def _client(target: RedisTarget, port: int, timeout: float) -> redis.Redis:
+def _client(target: RedisTarget, path: str, timeout: float) -> redis.Redis:
     import redis
     from redis.backoff import NoBackoff
     from redis.retry import Retry
 
-    return redis.Redis(
-        host="127.0.0.1",
-        port=port,
-        db=target.db,
-        username=target.username,
-        password=target.password,
-        ssl=target.tls,
-        # The certificate names the server, not our end of the tunnel.
-        ssl_check_hostname=False,
-        socket_timeout=timeout,
-        socket_connect_timeout=timeout,
-        retry=Retry(NoBackoff(), 0),  # our own retry is in _ping; errors should be fast
-    )
+    common: dict[str, Any] = {
+        "path": path,
+        "db": target.db,
+        "username": target.username,
+        "password": target.password,
+        "socket_timeout": timeout,
+        "socket_connect_timeout": timeout,
+        "retry": Retry(NoBackoff(), 0),  # errors should be fast; callers retry if they want
+    }
+    if target.tls:
+        # TLS inside the tunnel; the certificate names the server, not our end of it.
+        common |= {
+            "connection_class": _unix_tls(),
+            "host": target.host,
+            "ssl_check_hostname": False,
+        }
+    else:
+        common["connection_class"] = redis.UnixDomainSocketConnection
+    return redis.Redis(connection_pool=redis.ConnectionPool(**common))
 
 
-def _ping(client: redis.Redis, timeout: float) -> None:
-    """PING, retrying only while the tunnel's listener is not bound yet."""
+def _unix_tls() -> type:
     import redis
 
-    deadline = time.monotonic() + min(LISTEN_WAIT, timeout)
-    while True:
-        try:
-            client.ping()
-            return
-        except redis.ConnectionError as exc:
-            if not _refused(exc) or time.monotonic() >= deadline:
+    class UnixTLS(redis.SSLConnection):
+        """redis-py's TLS connection, over the tunnel's Unix socket instead of TCP."""
+
+        def __init__(self, path: str = "", **kwargs: Any) -> None:
+            self.path = path
+            super().__init__(**kwargs)
+
+        def _connect(self):  # type: ignore[no-untyped-def]
+            sock = redis.UnixDomainSocketConnection._connect(self)  # type: ignore[arg-type]
+            try:
+                return self._wrap_socket_with_ssl(sock)
+            except (OSError, redis.RedisError):
+                sock.close()
                 raise
-            time.sleep(0.01)
+
+    return UnixTLS
 
 
-def _refused(exc: BaseException) -> bool:
-    seen: BaseException | None = exc
-    while seen is not None:
-        if getattr(seen, "errno", None) == errno.ECONNREFUSED:
-            return True
-        seen = seen.__cause__ or seen.__context__
-    return "Connection refused" in str(exc)
+def _plain_name(name: str) -> bool:
+    return name not in ("", ".", "..") and "/" not in name and "\0" not in name
 
 
-def _thread_error(exc: ThreadException) -> str:
-    wrappers = getattr(exc, "exceptions", None) or []
-    return "; ".join(f"{type(w.value).__name__}: {w.value}" for w in wrappers) or str(exc)
+def output_safe(text: str, limit: int = 200) -> str:
+    """A value Redis reported, printable: no control characters reach the terminal."""
+    return "".join(ch if ch.isprintable() else "?" for ch in text)[:limit]
 
 
 def _text(value: bytes | str) -> str:

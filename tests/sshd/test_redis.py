@@ -89,7 +89,7 @@ def host(sshd, redis_server, tmp_path) -> Host:
     return replace(
         sshd.host,
         layout=Layout(root=str(base), repo_dir=str(base / "repo"), backup_dir=str(base / "bk")),
-        redis=RedisSettings(data_dir=str(tmp_path / "nowhere"),
+        redis=RedisSettings(data_dir=str(redis_server.dir),
                             url=f"redis://127.0.0.1:{redis_server.port}/0"),
         store=StoreSettings(path=tmp_path / "store"),
     )  # fmt: skip

@@ -17,7 +17,7 @@ from pathlib import Path
 import pytest
 
 from fabfile.core.errors import ExitCode, LockHeldError, StoreError
-from fabfile.core.lock import LockHolder, StoreLock, is_stale, pid_alive
+from fabfile.core.lock import LockHolder, StoreLock, is_stale, machine_id, pid_alive
 from fabfile.core.store import Store
 
 pytestmark = pytest.mark.unit
@@ -150,14 +150,17 @@ def test_release_leaves_a_lock_that_is_no_longer_ours(lock_path: Path) -> None:
 def test_lock_of_a_dead_process_on_this_host_is_broken(lock_path: Path) -> None:
     pid = dead_pid()
     assert not pid_alive(pid)
-    plant(lock_path, host=socket.gethostname(), pid=pid)
+    plant(lock_path, host=socket.gethostname(), pid=pid, machine=machine_id())
     with make_lock(lock_path, timeout=0):
         assert json.loads(lock_path.read_text())["pid"] == os.getpid()
         assert leftovers(lock_path) == []  # the renamed-aside stale file is gone too
 
 
 def test_lock_of_a_live_process_on_this_host_is_kept_however_old(lock_path: Path) -> None:
-    plant(lock_path, host=socket.gethostname(), pid=os.getpid(), age=timedelta(days=3))
+    plant(
+        lock_path, host=socket.gethostname(), pid=os.getpid(), age=timedelta(days=3),
+        machine=machine_id(),
+    )  # fmt: skip
     with pytest.raises(LockHeldError, match=f"pid {os.getpid()}"):
         make_lock(lock_path).acquire()
 
@@ -232,8 +235,10 @@ def test_works_where_hard_links_are_refused(
 # -- the pure decision --------------------------------------------------------------
 
 
-def holder(host: str = "ops-laptop", since: datetime = NOW) -> LockHolder:
-    return LockHolder(host, 4242, since.strftime("%Y-%m-%dT%H:%M:%SZ"), "backup.all")
+def holder(
+    machine: str = "ops-laptop-id", since: datetime = NOW, host: str = "laptop"
+) -> LockHolder:
+    return LockHolder(host, 4242, since.strftime("%Y-%m-%dT%H:%M:%SZ"), "backup.all", "", machine)
 
 
 def alive(pid: int) -> bool:
@@ -244,19 +249,28 @@ def dead(pid: int) -> bool:
     return False
 
 
-def test_is_stale_same_host_goes_by_pid_only() -> None:
+def test_is_stale_same_machine_goes_by_pid_only() -> None:
     old = NOW - timedelta(days=9)
-    assert not is_stale(holder("here", old), now=NOW, this_host="here", pid_alive=alive)
-    assert is_stale(holder("here", NOW), now=NOW, this_host="here", pid_alive=dead)
+    assert not is_stale(holder("here", old), now=NOW, this_machine="here", pid_alive=alive)
+    assert is_stale(holder("here", NOW), now=NOW, this_machine="here", pid_alive=dead)
 
 
-def test_is_stale_other_host_goes_by_the_newer_of_since_and_mtime() -> None:
+def test_is_stale_two_laptops_with_one_hostname_never_judge_each_others_pids() -> None:
+    # Both are called "laptop"; the other one's pid means nothing here.
+    theirs = holder("their-machine-id", NOW, host="laptop")
+    assert not is_stale(theirs, now=NOW, this_machine="our-machine-id", pid_alive=dead)
+    # A record without a machine id (older format) is judged by age, never by pid.
+    legacy = holder("", NOW, host="laptop")
+    assert not is_stale(legacy, now=NOW, this_machine="", pid_alive=dead)
+
+
+def test_is_stale_other_machine_goes_by_the_newer_of_since_and_mtime() -> None:
     def stale(since: datetime, modified: datetime | None = None) -> bool:
         return is_stale(
             holder("there", since),
             now=NOW,
-            this_host="here",
-            pid_alive=dead,  # never consulted for another host
+            this_machine="here",
+            pid_alive=dead,  # never consulted for another machine
             stale_after=timedelta(hours=6),
             modified=modified,
         )
@@ -270,10 +284,25 @@ def test_is_stale_other_host_goes_by_the_newer_of_since_and_mtime() -> None:
 
 
 def test_is_stale_unreadable_goes_by_mtime() -> None:
-    kwargs = {"now": NOW, "this_host": "here", "pid_alive": alive}
+    kwargs = {"now": NOW, "this_machine": "here", "pid_alive": alive}
     assert not is_stale(None, modified=NOW - timedelta(hours=1), **kwargs)
     assert is_stale(None, modified=NOW - timedelta(hours=7), **kwargs)
     assert not is_stale(None, **kwargs)
+
+
+def test_machine_id_without_systemd_is_made_once_and_kept(tmp_path, monkeypatch) -> None:
+    from fabfile.core import lock
+
+    monkeypatch.setattr(lock, "MACHINE_ID_FILES", (tmp_path / "absent",))
+    monkeypatch.setattr(lock, "OWN_MACHINE_ID", tmp_path / "cfg" / "machine-id")
+    lock.machine_id.cache_clear()
+    try:
+        first = lock.machine_id()
+        lock.machine_id.cache_clear()
+        assert lock.machine_id() == first and len(first) == 32
+        assert stat.S_IMODE((tmp_path / "cfg" / "machine-id").stat().st_mode) == 0o600
+    finally:
+        lock.machine_id.cache_clear()
 
 
 @pytest.mark.parametrize("pid", [0, -1, True, "42", 2**40, None])

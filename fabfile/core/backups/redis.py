@@ -144,12 +144,12 @@ def step(ctx: BackupContext) -> Step:
         title="back up Redis (not recommended)",
         actions=(
             f"tunnel over this SSH connection to Redis at {target.where} db {target.db} "
-            "(forward_local; no Redis port is exposed)",
+            "(a Unix socket in a private directory; no port is opened on either side)",
             "count Dramatiq messages in "
             + ", ".join(f"{k.queued} (+ .DQ, .XQ, {k.namespace}:__acks__.*)" for k in keys)
             + f" and live workers in {dramatiq_queues.heartbeats_key(host.dramatiq.namespace)}",
             f"BGSAVE and wait up to {SNAPSHOT_TIMEOUT:g} s for it; Redis keeps running",
-            f"pull <CONFIG GET dir>/<dbfilename> (else {host.redis.data_dir}/dump.rdb) "
+            f"pull <CONFIG GET dir>/<dbfilename> (only under {host.redis.data_dir}) "
             f"with sudo to {ctx.store.root}/{host.name}/redis/<new id>/{stored} ({how})",
         ),
         run=lambda: run(ctx),
@@ -160,7 +160,11 @@ def run(ctx: BackupContext) -> str:
     host = ctx.host
     where = redis_access.describe(ctx.transport)
     with redis_access.open_redis(ctx.transport) as client:
-        server = redis_access.server(client, fallback_dir=host.redis.data_dir)
+        found = redis_access.server(client, fallback_dir=host.redis.data_dir)
+        # Root reads this path: only under redis.data_dir, whatever CONFIG SET said.
+        server = redis_access.confine(
+            found, host.redis.data_dir, host=host.name, doing="backup.redis only reads files"
+        )
         report = dramatiq_queues.read_report(client, host.dramatiq.namespace, host.dramatiq.queues)
         output.table(f"{host.name}: {report.title}", dramatiq_queues.COLUMNS, report.rows())
         saved = take_snapshot(client, where)

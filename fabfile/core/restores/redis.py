@@ -16,7 +16,7 @@ from ..dramatiq_queues import COLUMNS, read_report
 from ..errors import UsageError
 from ..facts import gather, is_file
 from ..plan import Plan, Step
-from ..redis_access import RedisServer, RedisUnavailable, open_redis, server
+from ..redis_access import RedisServer, RedisUnavailable, confine, open_redis, server
 from ..store import BackupRef
 from . import steps
 from .context import RestoreContext
@@ -28,12 +28,16 @@ DUPLICATES_WARNING = (
 
 
 def data_files(ctx: RestoreContext) -> RedisServer | None:
-    """Where the data files are, asked of the running Redis; None if it does not answer."""
+    """Where the data files are, asked of the running Redis; None if it does not answer.
+
+    Only paths under redis.data_dir are accepted (confine): root moves and writes them."""
+    data_dir = ctx.host.redis.data_dir
     try:
         with open_redis(ctx.transport, timeout=5) as client:
-            return server(client, fallback_dir=ctx.host.redis.data_dir)
+            found = server(client, fallback_dir=data_dir)
     except RedisUnavailable:
         return None
+    return confine(found, data_dir, host=ctx.host.name, doing="restore.redis only moves files")
 
 
 def paths(ctx: RestoreContext, found: RedisServer | None) -> tuple[str, list[str]]:
@@ -71,8 +75,18 @@ def _dump_install(ctx: RestoreContext, ref: BackupRef, rdb: str) -> steps.Instal
     )
 
 
+# Checked again here, in the command that acts: a link on the way out of data_dir would
+# otherwise redirect the mv (the Python check sees only the names).
+_SET_ASIDE = (
+    'root=$(realpath -e -- "$ROOT") || exit 3; for p; do '
+    'd=$(realpath -e -- "$(dirname -- "$p")") || continue; case "$d/" in "$root"/*) ;; '
+    '*) echo "$p is outside $ROOT" >&2; exit 3;; esac; '
+    '{ [ -e "$p" ] || [ -L "$p" ]; } && mv -- "$p" "$p.pre-restore.$STAMP" && echo "$p"; '
+    "done; true"
+)
+
+
 def _set_aside(ctx: RestoreContext, data: list[str], *, keep_if: steps.Install | None) -> Step:
-    script = 'for p; do [ -e "$p" ] && mv -- "$p" "$p.pre-restore.$STAMP" && echo "$p"; done; true'
 
     def present() -> list[str]:
         found = []
@@ -84,7 +98,9 @@ def _set_aside(ctx: RestoreContext, data: list[str], *, keep_if: steps.Install |
         return found
 
     def run() -> str:
-        argv = ["env", f"STAMP={ctx.stamp}", "sh", "-c", script, "sh", *present()]
+        root = ctx.host.redis.data_dir
+        argv = ["env", f"STAMP={ctx.stamp}", f"ROOT={root}", "sh", "-c", _SET_ASIDE, "sh"]
+        argv += present()
         moved = ctx.transport.run(argv, sudo=True).stdout.split()
         kept = ", ".join(f"{m}.pre-restore.{ctx.stamp}" for m in moved)
         return f"kept {kept}" if moved else "no data files"

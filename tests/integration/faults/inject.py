@@ -9,7 +9,6 @@ box's address out through its default route.
 from __future__ import annotations
 
 import re
-import socket
 import subprocess
 import time
 from collections.abc import Callable, Iterator
@@ -18,7 +17,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import TypeVar
 
-from fabfile.core.lock import LockHolder, is_stale, pid_alive
+from fabfile.core.lock import LockHolder, is_stale, machine_id, pid_alive
 from fabfile.core.remote_lock import LOCK_DIR
 from fabfile.core.store import LOCK_NAME
 from sandbox.box import box_exec
@@ -211,7 +210,7 @@ def lock_free(holder_text: str | None, modified: datetime | None = None) -> bool
     return is_stale(
         holder,
         now=datetime.now(UTC),
-        this_host=socket.gethostname(),
+        this_machine=machine_id(),
         pid_alive=pid_alive,
         modified=modified,
     )

@@ -123,7 +123,7 @@ def test_two_restores_on_one_host_the_second_is_refused(prod11):
     assert meta == "600 zachot:zachot"
     assert prod11.healthy()
     assert inject.run_lock_free(prod11.fleet, prod11.box)
-    assert prod11.fleet.exec(prod11.box, ["test", "-e", "/run/lock/zachot-ops.lock"]).returncode
+    assert prod11.fleet.exec(prod11.box, ["test", "-e", "/run/zachot-ops/lock"]).returncode
 
 
 def cron_fires(lab: Lab, log: Path) -> int:
