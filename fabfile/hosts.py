@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from invoke import Collection, task
 
-from .core import hostkeys, output
+from .core import crypto, hostkeys, output
 from .core.errors import RemoteCommandError
 from .core.model import Host
 from .core.runner import confirm, guarded, load, run_per_host, target_hosts
@@ -48,16 +48,26 @@ def ping(c):
     run_per_host(c, "hosts.ping", work, title="Reachability")
 
 
-@task(name="exec", help={"command": "the shell command to run on each host"})
+@task(
+    name="exec",
+    help={
+        "command": "the shell command to run on each host",
+        "raw": "print the output unmasked (env values included)",
+    },
+)
 @guarded
-def exec_(c, command):
+def exec_(c, command, raw=False):
     """Run a shell command on -H hosts over verified connections (the ad-hoc form)."""
+    show = output.info_unmasked if raw else output.info
 
     def work(host: Host) -> str:
+        if not raw:
+            # Masking knows only parsed values: those of the host's env backup, for `cat`.
+            crypto.register_env_backup(host)
         with Transport(host) as transport:
             result = transport.run(["sh", "-c", command], check=False)
         for line in (result.stdout + result.stderr).splitlines():
-            output.info(f"{host.name}: {line}")
+            show(f"{host.name}: {line}")
         if not result.ok:
             raise RemoteCommandError(f"{host.name}: exited {result.exit_code}")
         return "exit 0"

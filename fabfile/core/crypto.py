@@ -1,7 +1,8 @@
 """Encryption at rest with age (pyrage), and reading any backup file back as plaintext.
 
-When the inventory names age recipients, env and redis backups are stored as
-``<name>.age``: the plaintext never lands in the store. Their FileRecord keeps
+When the inventory names age recipients, backups of every kind are stored as
+``<name>.age``: the plaintext never lands in the store (a logs archive passes through
+a 0600 scratch file in the staging directory while it is encrypted). Their FileRecord keeps
 ``sha256`` of the plaintext (so unchanged content dedupes, though age output
 differs every time), ``ciphertext_sha256`` of the stored bytes, and ``size`` of
 the stored bytes (what the store's integrity checks compare with the disk).
@@ -14,21 +15,23 @@ import hashlib
 import io
 import os
 from collections.abc import Sequence
+from dataclasses import replace
 from pathlib import Path
 from typing import TYPE_CHECKING, BinaryIO
 
 import pyrage
 from pyrage import x25519
 
+from . import output, secrets
 from .errors import BackupNotFoundError, StoreError, UsageError, ZachotError
 from .manifest import FileRecord
+from .store import BackupRef, StagedBackup, Store
 
 if TYPE_CHECKING:
     from .model import Host
-    from .store import BackupRef, Store
 
 SUFFIX = ".age"
-ENCRYPTED_KINDS: tuple[str, ...] = ("env", "redis")  # what holds secrets
+SECRET_KINDS: tuple[str, ...] = ("env", "redis")  # never off-site unencrypted
 MAGIC = b"age-encryption.org/v1\n"
 IDENTITY_PREFIX = "AGE-SECRET-KEY-1"
 MAX_IDENTITY_BYTES = 64 * 1024
@@ -40,8 +43,11 @@ class CryptoError(ZachotError):
 
 
 def recipients_for(host: Host, kind: str) -> tuple[str, ...]:
-    """The age public keys a backup of `kind` is encrypted to; () means plaintext."""
-    return tuple(host.backup.age_recipients) if kind in ENCRYPTED_KINDS else ()
+    """The age public keys a backup of `kind` is encrypted to; () means plaintext.
+
+    Every kind: units carry Environment= secrets, logs whatever the app printed."""
+    del kind  # one policy for all kinds; callers still say which they store
+    return tuple(host.backup.age_recipients)
 
 
 def stored_name(name: str, *, encrypted: bool) -> str:
@@ -123,6 +129,22 @@ def write_encrypted(
         path.unlink(missing_ok=True)
         raise
     return writer.size, writer.digest.hexdigest()
+
+
+def seal(staged: StagedBackup, record: FileRecord, recipients: Sequence[str]) -> FileRecord:
+    """Encrypt a plain file already staged (a streamed logs archive) to <name>.age and
+    remove the plaintext; the record keeps the plaintext's sha256, like write_encrypted's."""
+    if not recipients:
+        return record
+    plain = staged.target(record.name)
+    name = stored_name(record.name, encrypted=True)
+    try:
+        with plain.open("rb") as source:
+            size, digest = write_encrypted(staged.target(name), source, recipients)
+    finally:
+        plain.unlink(missing_ok=True)
+    staged.meta.update(encryption_meta(recipients))
+    return replace(record, name=name, size=size, ciphertext_sha256=digest)
 
 
 # -- decrypting ---------------------------------------------------------------
@@ -211,3 +233,21 @@ def open_backup_file(
     if checked and hashlib.sha256(plaintext).hexdigest() != record.sha256:
         raise CryptoError(f"{where}: decrypted content does not match the manifest's sha256")
     return plaintext
+
+
+def register_env_backup(host: Host) -> None:
+    """Register the values of `host`'s newest env backup with the masker.
+
+    For output this process did not parse itself (hosts.exec, a unit's EnvironmentFile=):
+    masking only knows values it has seen. No backup, or none this machine can open,
+    leaves the masker as it is (with a warning for the latter)."""
+    store = Store(host.store.path)
+    ref = store.latest(host.name, "env")
+    if ref is None or not ref.manifest.files:
+        return
+    try:
+        data = open_backup_file(store, ref, ref.manifest.files[0].name, host)
+    except ZachotError as exc:
+        output.warn(f"{host.name}: env values from the store are not masked: {exc.message}")
+        return
+    secrets.env_values(data)

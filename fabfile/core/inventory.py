@@ -276,6 +276,9 @@ _CHECKS: dict[tuple[str, str], Check] = {
     ("backup", "age_recipients"): _pattern(
         _AGE_RECIPIENT, "age recipient", "an age public key: age1 and 58 letters or digits"
     ),
+    ("backup", "offsite_plain"): _pattern(
+        re.compile(r"units|logs"), "kind sent off-site unencrypted", "units or logs"
+    ),
     ("backup", "offsite_host"): _pattern(
         _HOST_NAME, "host name", "letters, digits, . _ -; starting with a letter or digit"
     ),

@@ -31,6 +31,8 @@ SHA256_RE = re.compile(r"[0-9a-f]{64}", re.ASCII)
 MODE_RE = re.compile(r"0?[0-7]{3,4}", re.ASCII)
 MAX_NAME = 255  # NAME_MAX on Linux
 MAX_HOST = 253  # longest DNS name
+# Meta that describes an env file's content: the local store keeps it, the vault does not.
+PRIVATE_META = ("keys", "missing_required")
 
 
 def is_backup_id(value: object) -> bool:
@@ -186,6 +188,17 @@ class Manifest:
         )
         found = next((message for ok, message in checks if not ok), None)
         return found or _files_problem(self.files, self.id)
+
+    def offsite(self) -> Manifest:
+        """The copy the off-site box gets: enough to check the bytes it holds, nothing more.
+
+        An encrypted file's plaintext sha256 would let whoever reads the vault test guesses
+        of a short secret, so its ciphertext hash stands in; env key names stay local."""
+        files = tuple(
+            replace(r, sha256=r.ciphertext_sha256) if r.ciphertext_sha256 else r for r in self.files
+        )
+        meta = {k: v for k, v in self.meta.items() if k not in PRIVATE_META}
+        return replace(self, files=files, meta=meta)
 
     def to_json(self) -> str:
         if (problem := self.problem()) is not None:

@@ -65,8 +65,10 @@ class BackupSettings:
     keep_monthly: int = 6
     # Timestamped env copies in layout.backup_dir on the server.
     server_keep_last: int = 10
-    # age public keys: when given, env and redis backups are stored encrypted.
+    # age public keys: when given, backups of every kind are stored encrypted.
     age_recipients: tuple[str, ...] = ()
+    # Kinds (units, logs) whose plain backups may still go off-site: an explicit opt-out.
+    offsite_plain: tuple[str, ...] = ()
     # The operator's age identity, to decrypt for verify and restore.
     age_identity: Path | None = None
     # Off-site copy: an inventory host reached over SFTP, and the directory

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
+import io
 import posixpath
 import secrets
 import stat
@@ -42,6 +43,7 @@ REFUSED = (
     "not encrypted: {kind} backups go off-site only age-encrypted; set backup.age_recipients "
     "in the inventory and run fab backup.{kind} (this backup stays local)"
 )
+PLAIN_ALLOWED = "; or list {kind} in backup.offsite_plain to send it unencrypted"
 
 SUPERSEDED = "not encrypted, and a newer encrypted backup goes off-site instead; prune it"
 
@@ -90,6 +92,10 @@ class _Upload:
     local: Path
     size: int
     sha256: str
+    data: bytes | None = None  # sent instead of the local file's bytes (the off-site manifest)
+
+    def open(self) -> BinaryIO:
+        return io.BytesIO(self.data) if self.data is not None else open_local(self.local)
 
 
 class Vault:
@@ -201,7 +207,7 @@ class Vault:
     def _write(self, item: _Upload, tmp: str, label: str) -> str:
         digest = hashlib.sha256()
         with (
-            open_local(item.local) as src,
+            item.open() as src,
             self.sftp.open(tmp, "wbx") as dst,
             output.progress(label, item.size) as advance,
         ):
@@ -280,19 +286,28 @@ def uploads(store: Store, ref: BackupRef) -> list[_Upload]:
         if record.stored_in is None:  # unchanged content lives in (and goes with) its holder
             path = store.file_path(ref, record.name)
             items.append(_Upload(record.name, path, record.size, crypto.stored_sha256(record)))
+    data = offsite_manifest(ref)
     manifest = ref.path / MANIFEST_NAME
-    data = manifest.read_bytes()
-    items.append(_Upload(MANIFEST_NAME, manifest, len(data), hashlib.sha256(data).hexdigest()))
+    items.append(
+        _Upload(MANIFEST_NAME, manifest, len(data), hashlib.sha256(data).hexdigest(), data)
+    )
     return items
 
 
-def unencrypted(ref: BackupRef) -> str | None:
-    """Why `ref` must not leave the laptop, or None."""
-    if ref.kind in crypto.ENCRYPTED_KINDS and not all(
-        crypto.is_encrypted(record) for record in ref.manifest.files
-    ):
-        return REFUSED.format(kind=ref.kind)
-    return None
+def offsite_manifest(ref: BackupRef) -> bytes:
+    """The manifest as the vault holds it (Manifest.offsite): no plaintext hashes or key names."""
+    return ref.manifest.offsite().to_json().encode()
+
+
+def unencrypted(ref: BackupRef, host: Host) -> str | None:
+    """Why `ref` must not leave the laptop, or None: anything plain, unless the inventory
+    lists its kind in backup.offsite_plain (units and logs only)."""
+    if all(crypto.is_encrypted(record) for record in ref.manifest.files):
+        return None
+    if ref.kind in host.backup.offsite_plain:
+        return None
+    plain_ok = ref.kind not in crypto.SECRET_KINDS
+    return REFUSED.format(kind=ref.kind) + (PLAIN_ALLOWED.format(kind=ref.kind) if plain_ok else "")
 
 
 # -- backup.replicate ---------------------------------------------------------------------
@@ -303,7 +318,7 @@ def replicate(host: Host, vault: Vault, *, dry_run: bool = False) -> list[Row]:
     store = Store(host.store.path)
     remote = list_remote(vault, host)
     refs = store.list(host.name)
-    refusals = [unencrypted(ref) for ref in refs]
+    refusals = [unencrypted(ref, host) for ref in refs]
     # Per kind, the newest backup that may leave: plain ones before it are superseded.
     newest_sendable = {ref.kind: i for i, ref in enumerate(refs) if refusals[i] is None}
     rows: list[Row] = []
@@ -428,7 +443,7 @@ def offsite_status(host: Host, vault: Vault, *, deep: bool = True) -> list[Offsi
     ):
         ref, there = local.get((kind, backup_id)), remote.get((kind, backup_id))
         if there is None:
-            why = unencrypted(ref) if ref else None
+            why = unencrypted(ref, host) if ref else None
             where, problems = "missing", [why or f"not on {vault.name}; run fab backup.replicate"]
         elif not there.complete:
             where, problems = "incomplete", [f"no manifest on {vault.name} (interrupted upload)"]
@@ -460,7 +475,7 @@ def _remote_problems(
     except ZachotError as exc:
         return [exc.message]
     problems = []
-    if ref is not None and (ref.path / MANIFEST_NAME).read_bytes() != text:
+    if ref is not None and offsite_manifest(ref) != text:
         problems.append("manifest differs from the local one")
     for record in manifest.files:
         if record.stored_in is not None:

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import sys
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
@@ -29,8 +30,21 @@ from rich.table import Table
 
 from .secrets import mask
 
+# C0 controls but \t and \n, DEL, and C1 controls (8-bit CSI/OSC): a server's text (log
+# lines, file names, stderr) must never drive the operator's terminal.
+_CONTROL = re.compile(r"[\x00-\x08\x0b-\x1f\x7f-\x9f]")
+
 stdout = Console(highlight=False, soft_wrap=True)
 stderr = Console(stderr=True, highlight=False, soft_wrap=True)
+
+
+def clean(text: str) -> str:
+    """Masked, with control characters shown as escapes (ESC as \\x1b): safe to print."""
+    return controls_escaped(mask(text))
+
+
+def controls_escaped(text: str) -> str:
+    return _CONTROL.sub(lambda m: f"\\x{ord(m.group()):02x}", text)
 
 
 def _fancy(console: Console) -> bool:
@@ -38,37 +52,47 @@ def _fancy(console: Console) -> bool:
 
 
 def info(message: str) -> None:
-    stdout.print(escape(mask(message)))
+    stdout.print(escape(clean(message)))
+
+
+def info_unmasked(message: str) -> None:
+    """A line printed as the server sent it (hosts.exec --raw), control characters escaped."""
+    stdout.print(escape(controls_escaped(message)))
 
 
 def warn(message: str) -> None:
     stderr.print(
-        ("[yellow]warning:[/] " if _fancy(stderr) else "warning: ") + escape(mask(message))
+        ("[yellow]warning:[/] " if _fancy(stderr) else "warning: ") + escape(clean(message))
     )
 
 
 def error(message: str) -> None:
-    stderr.print(("[red]error:[/] " if _fancy(stderr) else "error: ") + escape(mask(message)))
+    stderr.print(("[red]error:[/] " if _fancy(stderr) else "error: ") + escape(clean(message)))
 
 
 def table(title: str, columns: Sequence[str], rows: Sequence[Sequence[Any]]) -> None:
     if not _fancy(stdout):
         # Plain, tab-separated: what cut, awk and cron mail handle best.
-        print(mask(title))
+        print(clean(title))
         print("\t".join(columns))
         for row in rows:
-            print(mask("\t".join("" if c is None else str(c) for c in row)))
+            print("\t".join(_cell(c) for c in row))
         sys.stdout.flush()
         return
-    t = Table(title=escape(mask(title)), box=box.SIMPLE_HEAVY, title_justify="left")
+    t = Table(title=escape(clean(title)), box=box.SIMPLE_HEAVY, title_justify="left")
     for col in columns:
         t.add_column(col)
     for row in rows:
-        t.add_row(*(escape(mask("" if c is None else str(c))) for c in row))
+        t.add_row(*(escape(_cell(c)) for c in row))
     stdout.print(t)
 
 
+def _cell(value: Any) -> str:
+    return clean("" if value is None else str(value))
+
+
 def emit_json(data: Any) -> None:
+    # ensure_ascii (the default) writes every control character as \uXXXX, never raw.
     print(mask(json.dumps(data, indent=2, sort_keys=True, default=str)))
     sys.stdout.flush()
 
@@ -89,7 +113,7 @@ def progress(label: str, total: int | None) -> Iterator[Callable[[int], None]]:
         transient=True,
     )
     with bar:
-        task_id = bar.add_task(escape(mask(label)), total=total)
+        task_id = bar.add_task(escape(clean(label)), total=total)
         yield lambda n: bar.advance(task_id, n)
 
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 import io
 import logging
 import re
+import shlex
 import threading
 from dataclasses import dataclass
 
@@ -23,6 +24,8 @@ MASK = "********"
 _MIN_SECRET_LEN = 6
 # What an assignment's name looks like; anything else on a KEY=value-shaped line is text.
 _KEY_NAME = re.compile(r"(?:export\s+)?[A-Za-z_][A-Za-z0-9_.]*\Z")
+# A unit's Environment= setting (any case of spaces around '='), after continuations are joined.
+_ENVIRONMENT = re.compile(r"\s*Environment\s*=(.*)\Z", re.DOTALL)
 _lock = threading.Lock()
 _secrets: set[str] = set()
 
@@ -85,3 +88,25 @@ def parse_env(data: bytes, required: tuple[str, ...] = ()) -> EnvSummary:
     values = env_values(data)
     keys = tuple(values)
     return EnvSummary(keys=keys, missing=tuple(k for k in required if k not in values))
+
+
+def unit_env_values(data: bytes) -> list[str]:
+    """The values of a unit file's `Environment=` assignments, every one registered.
+
+    systemd joins a line ending in a backslash with the next, then splits the setting
+    into words with shell-like quoting, each word NAME=VALUE. A line whose quotes do not
+    parse is registered whole (after its first '='): it may still be a secret."""
+    text = data.decode("utf-8", errors="replace")
+    found: list[str] = []
+    for line in re.sub(r"\\\n", " ", text).splitlines():
+        if (setting := _ENVIRONMENT.match(line)) is None:
+            continue
+        try:
+            words = shlex.split(setting.group(1), comments=False, posix=True)
+        except ValueError:
+            words = setting.group(1).split()
+        found += [word.partition("=")[2] for word in words if "=" in word]
+        # The words as written too: what a diff line shows when quoting hides a value.
+        found += [p.partition("=")[2] for p in setting.group(1).split() if "=" in p]
+    register(found)
+    return [value for value in dict.fromkeys(found) if _secret_like(value)]

@@ -202,16 +202,17 @@ def check_units(subject: Subject) -> Verdict:
     """The units and drop-ins restore into a unit directory and parse as unit files."""
     units_dir = subject.scratch / "units"
     mains: list[Path] = []
-    for record in subject.ref.manifest.files:
+    names = [record.name.removesuffix(crypto.SUFFIX) for record in subject.ref.manifest.files]
+    if names and not subject.can_read(names[0]):
+        return Verdict((), f"{len(names)} files", (f"units: {NO_IDENTITY}",))
+    for name in names:
         # Drop-ins are stored flat ("x.service.d+override.conf"); systemd wants the directory.
-        unit, separator, conf = record.name.partition(DROP_IN_SEPARATOR)
-        restored = subject.restore(record.name, f"units/{unit}/{conf}" if separator else None)
+        unit, separator, conf = name.partition(DROP_IN_SEPARATOR)
+        restored = subject.restore(name, f"units/{unit}/{conf}" if separator else f"units/{unit}")
         if not separator:
             mains.append(restored)
     problems = [
-        f"{unit} is not in this backup"
-        for unit in subject.host.layout.units
-        if subject.ref.manifest.file(unit) is None
+        f"{unit} is not in this backup" for unit in subject.host.layout.units if unit not in names
     ]
     tool = systemd_analyze()
     if tool is not None:
@@ -337,15 +338,19 @@ def check_logs(subject: Subject) -> Verdict:
         else:
             return Verdict((f"bad index entry {entry!r:.60}",))
     logs = {r.id: r for r in subject.store.list(ref.host, "logs")} | {ref.id: ref}
-    problems = []
+    problems: list[str] = []
+    warnings: list[str] = []
     for archive_id, members in sorted(wanted.items()):
         holder = logs.get(archive_id)
         name = holder.manifest.meta.get("archive") if holder else None
         if holder is None or not isinstance(name, str):
             problems.append(f"index refers to {archive_id}, which holds no logs archive here")
             continue
+        if name.endswith(crypto.SUFFIX) and subject.host.backup.age_identity is None:
+            warnings.append(f"{archive_id}/{name}: {NO_IDENTITY}")
+            continue
         try:
-            listed = list_archive(subject.checked(holder, name))
+            listed = list_archive(_plain_archive(subject, holder, name))
         except ZachotError as exc:
             problems.append(exc.message)
             continue
@@ -354,7 +359,21 @@ def check_logs(subject: Subject) -> Verdict:
                 f"{archive_id}/{name} lacks {len(lacking)} indexed files: {', '.join(lacking[:5])}"
             )
     detail = f"{len(index)} files in {len(wanted)} archives listed"
-    return Verdict(tuple(problems), detail)
+    return Verdict(tuple(problems), detail, tuple(warnings))
+
+
+def _plain_archive(subject: Subject, holder: BackupRef, name: str) -> Path:
+    """The checked archive, decrypted into the scratch dir first when it is a .age file."""
+    path = subject.checked(holder, name)
+    if not name.endswith(crypto.SUFFIX):
+        return path
+    plain = subject.scratch / f"logs-{holder.id}-{name.removesuffix(crypto.SUFFIX)}"
+    if not plain.exists():
+        data = crypto.open_backup_file(subject.store, holder, name, subject.host)
+        fd = os.open(plain, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600)
+        with os.fdopen(fd, "wb") as out:
+            out.write(data)
+    return plain
 
 
 def list_archive(path: Path) -> set[str]:

@@ -41,16 +41,19 @@ def test_verify_fails_on_a_flipped_byte_off_site(fleet):
     inventory = load_inventory(fleet.inventory)
     store = Store(inventory.host("prod").store.path)
     # The newest backup may only refer to an older one that holds the bytes.
-    holder = store.file_path(store.latest("prod", "units"), "zachot-api.service").parent.name
+    # Units are stored encrypted (age recipients are set): the vault holds the .age file.
+    name = "zachot-api.service.age"
+    holder = store.file_path(store.latest("prod", "units"), name).parent.name
     found = fleet.exec(
-        "vault", ["find", "/", "-path", f"*/prod/units/{holder}/zachot-api.service"]
+        "vault", ["find", "/", "-path", f"*/prod/units/{holder}/{name}"]
     ).stdout.split()
     [unit] = found
-    fleet.exec("vault", ["sed", "-i", "s/Service/Servic3/", unit])
+    flip = 'cp -p "$1" "$1.orig" && printf "\\001" | dd of="$1" bs=1 seek=40 conv=notrunc'
+    fleet.exec("vault", ["sh", "-c", flip, "sh", unit])
     verify = fleet.fab("-H", "prod", "backup.verify", "--kind", "units")
     assert verify.returncode == 1
     assert "off-site" in verify.stderr
-    fleet.exec("vault", ["sed", "-i", "s/Servic3/Service/", unit])
+    fleet.exec("vault", ["mv", f"{unit}.orig", unit])
     assert fleet.fab("-H", "prod", "backup.verify", "--kind", "units").returncode == 0
 
 

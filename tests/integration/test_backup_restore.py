@@ -69,7 +69,9 @@ def test_backup_round_trips_byte_for_byte_and_never_prints_secrets(prod):
     holder = s.file_path(env, record.name)
     stored = holder.read_bytes() + (env.path / "manifest.json").read_bytes()
     units = s.latest("prod", "units")
-    assert s.file_path(units, "zachot-api.service").read_bytes() == box_file(prod, API_UNIT)[0]
+    api_unit = open_backup_file(s, units, "zachot-api.service", inventory_host(prod))
+    assert api_unit == box_file(prod, API_UNIT)[0]
+    assert find_record(units, "zachot-api.service").name.endswith(".age")  # every kind
     assert env.manifest.meta["deployed"]["describe"] == "v1.2.0"
     for secret in secret_values(prod):
         assert secret.encode() not in stored
@@ -150,7 +152,7 @@ def test_two_restores_at_once_one_is_refused_naming_the_holder(prod):
                          "purpose": "restore.env"})  # fmt: skip
     prod.sh(
         "prod",
-        f"mkdir -p /run/lock/zachot-ops.lock && echo '{holder}' > /run/lock/zachot-ops.lock/holder",
+        f"install -d -m 0700 /run/zachot-ops/lock && echo '{holder}' > /run/zachot-ops/lock/holder",
     )
     run = prod.fab("-H", "prod", "restore.env", "--yes")
     assert run.returncode == 75

@@ -165,8 +165,12 @@ def test_replicate_sends_verifies_and_is_incremental(host, vault):
         sent = sorted(p.name for p in there.iterdir())
         assert sent == sorted([*(f.name for f in ref.manifest.files), "manifest.json"])
         for name in sent:
-            assert (there / name).read_bytes() == (ref.path / name).read_bytes()
+            local = (ref.path / name).read_bytes()
+            if name == "manifest.json":  # the vault's: no plaintext hashes, no key names
+                local = offsite.offsite_manifest(ref)
+            assert (there / name).read_bytes() == local
             assert (there / name).stat().st_mode & 0o077 == 0
+        assert all(f.name.endswith(".age") for f in ref.manifest.files), ref.kind
         assert there.stat().st_mode & 0o077 == 0
     for path in remote_dir(host, vault).rglob("*"):
         assert not path.is_file() or CANARY.encode() not in path.read_bytes()
@@ -182,9 +186,7 @@ def test_replicate_sends_verifies_and_is_incremental(host, vault):
     ]
     assert (
         again[1].detail
-        == "1 files, "
-        + str((store.latest("local", "env").path / "manifest.json").stat().st_size)
-        + " bytes"
+        == "1 files, " + str(len(offsite.offsite_manifest(store.latest("local", "env")))) + " bytes"
     )  # an unchanged env: only its manifest, the bytes stay in the holder
     assert all(state.ok for state in status(host, vault)), status(host, vault)
 
@@ -193,7 +195,7 @@ def test_flipped_byte_on_the_vault_is_caught(host, vault):
     backup(host, ["units"])
     replicate(host, vault)
     ref = Store(host.store.path).latest("local", "units")
-    target = remote_dir(host, vault, "units", ref.id, "zachot-worker.service")
+    target = remote_dir(host, vault, "units", ref.id, "zachot-worker.service.age")
     data = bytearray(target.read_bytes())
     data[3] ^= 0x01
     target.write_bytes(bytes(data))
@@ -201,12 +203,16 @@ def test_flipped_byte_on_the_vault_is_caught(host, vault):
     assert shallow.ok  # same size: only reading it back can tell
     [deep] = status(host, vault)
     assert (deep.ok, deep.remote) == (False, "complete")
-    assert "zachot-worker.service: checksum mismatch" in deep.detail
+    assert "zachot-worker.service.age: checksum mismatch" in deep.detail
 
 
-def test_unencrypted_env_is_refused_other_kinds_still_go(host, vault):
+def test_unencrypted_env_is_refused_other_kinds_go_only_when_opted_out(host, vault):
     plain = replace(host, backup=replace(host.backup, age_recipients=()))
     backup(plain, ["env", "units"])
+    [outcome] = offsite.replicate_hosts([plain], {"vault": vault[0]}.__getitem__)
+    assert not outcome.ok and "backup.offsite_plain" not in outcome.detail  # env: never
+    assert not remote_dir(host, vault).exists()  # plain units too, without the opt-out
+    plain = replace(plain, backup=replace(plain.backup, offsite_plain=("units",)))
     [outcome] = offsite.replicate_hosts([plain], {"vault": vault[0]}.__getitem__)
     assert not outcome.ok and outcome.exit_code != 0
     assert "set backup.age_recipients" in outcome.detail
@@ -271,7 +277,7 @@ def test_interrupted_upload_never_looks_complete_and_resumes(host, vault, monkey
 
     def flaky(path: Path):
         opened.append(path.name)
-        return Dying(path) if path.name == "zachot-worker.service" else real_open(path)
+        return Dying(path) if path.name == "zachot-worker.service.age" else real_open(path)
 
     monkeypatch.setattr(offsite, "open_local", flaky)
     [row] = replicate(host, vault)
@@ -281,7 +287,7 @@ def test_interrupted_upload_never_looks_complete_and_resumes(host, vault, monkey
     there = remote_dir(host, vault, "units", ref.id)
     names = sorted(p.name for p in there.iterdir())
     assert "manifest.json" not in names and not [n for n in names if ".part-" in n]
-    assert "zachot-worker.service" not in names  # no half file under its name
+    assert "zachot-worker.service.age" not in names  # no half file under its name
     [state] = status(host, vault)
     assert (state.ok, state.remote) == (False, "incomplete")
 

@@ -10,10 +10,10 @@ from pathlib import Path
 import pytest
 from pyrage import x25519
 
-from fabfile.core import crypto
+from fabfile.core import crypto, secrets
 from fabfile.core.errors import BackupNotFoundError, StoreError, UsageError
 from fabfile.core.manifest import FileRecord
-from fabfile.core.model import BackupSettings, Host
+from fabfile.core.model import BackupSettings, Host, StoreSettings
 from fabfile.core.store import Store
 
 pytestmark = pytest.mark.unit
@@ -104,11 +104,10 @@ def test_bad_recipient_is_a_usage_error_and_leaves_no_file(tmp_path):
     assert not target.exists()
 
 
-def test_only_env_and_redis_are_encrypted():
+def test_every_kind_is_encrypted_when_recipients_are_set():
     host = Host("web1", backup=BackupSettings(age_recipients=("age1" + "x" * 58,)))
-    assert crypto.recipients_for(host, "env") == host.backup.age_recipients
-    assert crypto.recipients_for(host, "redis") == host.backup.age_recipients
-    assert crypto.recipients_for(host, "units") == ()
+    for kind in ("env", "redis", "units", "logs"):
+        assert crypto.recipients_for(host, kind) == host.backup.age_recipients
     assert crypto.recipients_for(Host("web1"), "env") == ()
     assert crypto.same_recipients(crypto.encryption_meta(["b", "a"]), ["a", "b"])
     assert not crypto.same_recipients({}, ["a"])
@@ -188,3 +187,26 @@ def test_open_backup_file_reads_plain_backups_without_an_identity(tmp_path):
         )  # fmt: skip
         ref = staged.commit()
     assert crypto.open_backup_file(store, ref, "a.service", Host("web1")) == b"[Service]\n"
+
+
+def test_register_env_backup_masks_the_newest_backups_values(tmp_path):
+    identity, public = key_file(tmp_path / "id.txt")
+    encrypted_backup(Store(tmp_path / "store"), public)
+    settings = BackupSettings(age_recipients=(public,), age_identity=identity)
+    host = Host("web1", store=StoreSettings(path=tmp_path / "store"), backup=settings)
+    crypto.register_env_backup(host)
+    assert "canary-0b5e77" not in secrets.mask("API_KEY=canary-0b5e77")
+
+
+def test_seal_encrypts_a_staged_file_and_removes_the_plaintext(tmp_path):
+    identity, public = key_file(tmp_path / "id.txt")
+    plain = FileRecord(
+        "logs.tar", hashlib.sha256(SECRET).hexdigest(), len(SECRET), "/l", 0o600, "", "", 0.0
+    )
+    with Store(tmp_path / "store").begin("web1", "logs", now=NOW) as staged:
+        staged.target("logs.tar").write_bytes(SECRET)
+        sealed = crypto.seal(staged, plain, [public])
+        assert not staged.target("logs.tar").exists()
+        assert sealed.name == "logs.tar.age" and sealed.sha256 == plain.sha256
+        assert crypto.decrypt_file(staged.target(sealed.name), identity) == SECRET
+        assert crypto.seal(staged, plain, []) is plain

@@ -589,6 +589,13 @@ URLS = [
         "redis-http", "redis: {url: 'http://127.0.0.1:6379'}", "redis.url", "redis://, rediss://"
     ),
     bad_var("redis-newline", 'redis: {url: "redis://x\\n"}', "redis.url", "newlines"),
+    # env and redis never go off-site in plain text, whatever the inventory says.
+    bad_var(
+        "offsite-plain-env",
+        "backup: {offsite_plain: [logs, env]}",
+        "backup.offsite_plain[1]",
+        "'env' is not a valid kind sent off-site unencrypted (units or logs)",
+    ),
 ]
 
 YAML_ITSELF = [

@@ -40,3 +40,23 @@ def test_base64_lines_of_an_unquoted_multi_line_value_are_never_key_names():
     assert summary.keys == ("REDIS_URL", "CERT", "WORKER_CONCURRENCY", "EMPTY")
     for piece in ("dGhpcyBpcyBzZWNyZXQ", "QUJDRA+/xyzzy"):
         assert secrets.mask(f"line {piece} here") == f"line {secrets.MASK} here"
+
+
+UNIT = b"""[Service]
+Environment=DB_PASSWORD=unit-canary-1
+Environment="API_TOKEN=unit-canary-2" "GREETING=hello there"
+Environment=LOG_LEVEL=info \\
+  EXTRA_SECRET=unit-canary-3
+Environment="BROKEN=unit-canary-4
+ExecStart=/usr/bin/true
+"""
+
+
+def test_unit_environment_values_are_registered_in_every_form():
+    found = secrets.unit_env_values(UNIT)
+    for n in range(1, 5):
+        assert f"unit-canary-{n}" in found
+    assert "info" not in found  # short values are not secrets
+    for line in UNIT.decode().splitlines():
+        assert "unit-canary" not in secrets.mask(line), line
+    assert secrets.unit_env_values(b"[Service]\nExecStart=/bin/x A=verysecretish\n") == []

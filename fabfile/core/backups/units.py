@@ -5,7 +5,7 @@ from __future__ import annotations
 import posixpath
 from collections.abc import Mapping
 
-from .. import output
+from .. import output, secrets
 from ..plan import Step
 from ..transport import PulledFile
 from .context import BackupContext
@@ -65,6 +65,8 @@ def run(ctx: BackupContext) -> str:
     pulled = ctx.transport.pull_small_files(
         list(unit_paths(ctx).values()), [*globs, *repo_paths(ctx).values()], sudo=True
     )
+    for found in pulled.values():
+        secrets.unit_env_values(found.data)  # Environment= secrets: masked from here on
     report = drift(ctx, pulled)
     result = pull_files(
         ctx, "units", wanted(ctx, pulled), describe=lambda _c: {"drift": report}, fetched=pulled

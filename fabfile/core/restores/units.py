@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import posixpath
 
-from .. import services
+from .. import crypto, secrets, services
 from ..backups.units import DROP_IN_SEPARATOR
 from ..plan import Plan, Step
 from ..store import BackupRef
@@ -17,7 +17,7 @@ RUNBOOK_RTO = "5-10 min"
 
 def target_path(ctx: RestoreContext, name: str) -> str:
     """Where a stored unit file goes on this host (its own unit_dir, not the source's)."""
-    unit, _, drop_in = name.partition(DROP_IN_SEPARATOR)
+    unit, _, drop_in = name.removesuffix(crypto.SUFFIX).partition(DROP_IN_SEPARATOR)
     parts = (unit, drop_in) if drop_in else (unit,)
     return posixpath.join(ctx.host.layout.unit_dir, *parts)
 
@@ -37,7 +37,11 @@ def install_step(ctx: RestoreContext, ref: BackupRef, *, diff: bool) -> Step:
     lines: list[str] = []
     if diff:
         for f in files:
-            lines += text_diff(ctx.remote_bytes(f.remote), f.local.read_bytes(), f.remote)
+            live, backed_up = ctx.remote_bytes(f.remote), f.local.read_bytes()
+            # Environment= values are secrets: registered before any diff line is shown.
+            secrets.unit_env_values(live or b"")
+            secrets.unit_env_values(backed_up)
+            lines += text_diff(live, backed_up, f.remote)
     return Step(step.name, step.title, step.actions + tuple(f"diff: {ln}" for ln in lines),
                 step.run, step.done)  # fmt: skip
 
@@ -60,6 +64,8 @@ def reload_and_enable(ctx: RestoreContext) -> Step:
 
 def plan(ctx: RestoreContext, selector: str) -> Plan:
     ref = ctx.backup("units", selector)
+    # What a unit's EnvironmentFile= holds is masked too, wherever output shows it.
+    crypto.register_env_backup(ctx.origin or ctx.host)
     return Plan(
         ctx.host.name,
         f"restore.units from {ref.host}/{ref.id}",

@@ -14,6 +14,7 @@ from pathlib import Path
 
 import pytest
 
+from fabfile.core.crypto import open_backup_file
 from fabfile.core.manifest import MANIFEST_NAME
 
 from . import inject
@@ -43,7 +44,7 @@ class Damage:
 
 DAMAGES = {
     "units: a flipped byte": Damage(
-        "units", "zachot-api.service", "flip", "does not match the manifest", None
+        "units", "zachot-api.service.age", "flip", "does not match the manifest", "damaged age file"
     ),
     "env: a flipped byte (encrypted)": Damage(
         "env", "zachot.env.age", "flip", "does not match the manifest", "damaged age file"
@@ -52,7 +53,7 @@ DAMAGES = {
         "redis", "dump.rdb.age", "flip", "does not match the manifest", "damaged age file"
     ),
     "units: a missing file": Damage(
-        "units", "zachot-worker.service", "remove", "missing", "missing"
+        "units", "zachot-worker.service.age", "remove", "missing", "missing"
     ),
     "units: a truncated manifest": Damage(
         "units", MANIFEST_NAME, "truncate", "bad manifest", "even --force cannot use it"
@@ -180,6 +181,6 @@ def test_latest_skips_a_newer_backup_whose_manifest_is_damaged(prod11):
     assert run.returncode == 0, run.stdout + run.stderr
     assert f"skipping the newer {prod11.box}/units/{newest}" in run.stderr
     assert f"restore.units from {prod11.box}/{older.id}" in run.stdout
-    wanted = prod11.store.file_path(older, "zachot-worker.service").read_bytes()
+    wanted = open_backup_file(prod11.store, older, "zachot-worker.service", prod11.host())
     assert prod11.sha256(UNITS[1]) == sha256(wanted)
     assert prod11.active() == ["active"] * 3

@@ -22,6 +22,7 @@ import pytest
 import yaml
 
 from fabfile.core.backups.units import DROP_IN_SEPARATOR
+from fabfile.core.crypto import open_backup_file
 from sandbox.box import box_exec
 
 from . import inject
@@ -310,9 +311,10 @@ def test_unit_files_with_non_utf8_bytes_round_trip(prod11):
     prod11.sh("systemctl daemon-reload && systemctl restart zachot-api")
     assert prod11.fab("backup.units").returncode == 0
     ref = prod11.store.latest(prod11.box, "units")
-    assert prod11.store.file_path(ref, "zachot-api.service").read_bytes() == latin1
-    stored = prod11.store.file_path(ref, f"zachot-api.service.d{DROP_IN_SEPARATOR}local.conf")
-    assert stored.read_bytes() == drop_in
+    host = prod11.host()  # units are stored age-encrypted: read them back decrypted
+    assert open_backup_file(prod11.store, ref, "zachot-api.service", host) == latin1
+    drop_in_name = f"zachot-api.service.d{DROP_IN_SEPARATOR}local.conf"
+    assert open_backup_file(prod11.store, ref, drop_in_name, host) == drop_in
     verify = prod11.fab("backup.verify", "--kind", "units")
     assert verify.returncode == 0, verify.stdout + verify.stderr
     prod11.sh(f"printf 'garbage\\n' > {API_UNIT} && rm {drop_in_dir}/local.conf")
@@ -354,7 +356,10 @@ def test_log_files_with_odd_names_and_symlinks_out(prod11):
     run = prod11.fab("backup.logs")
     assert run.returncode == 0, run.stdout + run.stderr
     ref = prod11.store.latest(prod11.box, "logs")
-    archive = prod11.store.file_path(ref, ref.manifest.meta["archive"])
+    # The archive is stored age-encrypted: decrypt it beside the test's files.
+    name = ref.manifest.meta["archive"]
+    archive = prod11.tmp / name.removesuffix(".age")
+    archive.write_bytes(open_backup_file(prod11.store, ref, name, prod11.host()))
     on_box = set(box_listing(prod11))
     members = archive_members(archive)
     assert set(members) == on_box and set(ODD_NAMES) <= on_box

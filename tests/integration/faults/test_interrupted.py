@@ -18,6 +18,8 @@ from pathlib import Path
 
 import pytest
 
+from fabfile.core.crypto import open_backup_file
+
 from . import inject
 from .lab import ENV, VAULT, VAULT_ROOT, Lab, prod9_lab  # noqa: F401  (fixture)
 
@@ -101,9 +103,10 @@ def make_big_log(lab: Lab) -> str:
 def archived_sha256(lab: Lab, member: str) -> str:
     """sha256 of one file in the newest logs archive of the store."""
     ref = lab.store.latest(lab.box, "logs")
-    archive = lab.store.file_path(ref, ref.manifest.meta["archive"])
-    tar = subprocess.run(["tar", "--zstd", "-xOf", str(archive), member], capture_output=True,
-                         check=True)  # fmt: skip
+    # Stored age-encrypted: decrypted in memory, then read by tar from stdin.
+    archive = open_backup_file(lab.store, ref, ref.manifest.meta["archive"], lab.host())
+    tar = subprocess.run(["tar", "--zstd", "-xOf", "-", member], input=archive,
+                         capture_output=True, check=True)  # fmt: skip
     return hashlib.sha256(tar.stdout).hexdigest()
 
 
@@ -231,19 +234,20 @@ def test_backup_replicate_cut_mid_upload(prod9):
     logs_id = backup_id(prod9, "backup.logs")
     prod9.configure(offsite=True)
     remote = f"{VAULT_ROOT}/{prod9.offsite_dir}/{prod9.box}/logs/{logs_id}"
-    part = f"find {remote} -name '.logs.tar.zst.part-*' -size +{STARTED // 1024}k"
+    part = f"find {remote} -name '.logs.tar.zst.age.part-*' -size +{STARTED // 1024}k"
     run = cut(prod9, ("backup.replicate",), lambda: found_on(prod9, VAULT, part), box=VAULT)
     assert_failed_clearly(run, "not replicated", "logs", "connection lost")
     there = prod9.sh(f"ls -A {remote}", box=VAULT).split()
-    assert "manifest.json" not in there and "logs.tar.zst" not in there, there
+    assert "manifest.json" not in there and "logs.tar.zst.age" not in there, there
     assert_store_as_before(prod9, "logs", logs_id)
 
     again = prod9.fab("backup.replicate")
     assert again.returncode == 0, again.stdout + again.stderr
-    local = prod9.store.file_path(prod9.store.latest(prod9.box, "logs"), "logs.tar.zst")
-    assert prod9.sha256(f"{remote}/logs.tar.zst", box=VAULT) == local_sha256(local)
+    # Logs are stored age-encrypted: the vault holds the .age archive.
+    local = prod9.store.file_path(prod9.store.latest(prod9.box, "logs"), "logs.tar.zst.age")
+    assert prod9.sha256(f"{remote}/logs.tar.zst.age", box=VAULT) == local_sha256(local)
     assert sorted(prod9.sh(f"ls -A {remote}", box=VAULT).split()) == [
-        "logs.tar.zst",
+        "logs.tar.zst.age",
         "manifest.json",
     ]
     assert prod9.fab("backup.verify", "--kind", "logs").returncode == 0
