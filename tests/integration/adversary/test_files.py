@@ -20,6 +20,7 @@ from .hostile import (
     CANARY,
     LOGS,
     ROOT_ONLY,
+    USER,
     assert_no_secret,
     attacker,
     canary_state,
@@ -32,11 +33,6 @@ from .hostile import (
 pytestmark = pytest.mark.integration
 
 ENV_DIR = ENV.rsplit("/", 1)[0]
-
-
-def root_backups(lab: Lab) -> None:
-    # What sandbox/provision/prod.sh should do (the lead applies it): backups are root's.
-    lab.sh(f"chown root:root {BACKUPS} && chmod 0700 {BACKUPS}")
 
 
 def stored_texts(lab: Lab) -> list[str]:
@@ -65,7 +61,6 @@ def plant_env(lab: Lab, how: str) -> None:
 @pytest.mark.attack("symlink to a root-only file", checked="backup.env refuses, secret unread")
 def test_env_file_linked_to_a_root_only_file_is_not_read(prod6):
     secret = setup_canaries(prod6)
-    root_backups(prod6)
     plant_env(prod6, "symlink")
     run = prod6.fab("backup.env")
     assert run.returncode != 0, run.stdout + run.stderr
@@ -81,7 +76,6 @@ def test_env_file_linked_to_a_root_only_file_is_not_read(prod6):
 @pytest.mark.parametrize("how", ["fifo", "directory", "huge"])
 def test_env_file_that_is_not_a_small_file_fails_fast(prod6, how):
     setup_canaries(prod6)
-    root_backups(prod6)
     plant_env(prod6, how)
     started = time.monotonic()
     run = prod6.fab("backup.env", timeout=60)
@@ -96,7 +90,6 @@ def test_env_file_that_is_not_a_small_file_fails_fast(prod6, how):
 @pytest.mark.attack("hard link to a root file", checked="backup.env refuses, secret unread")
 def test_env_file_hard_linked_to_a_root_file_is_not_read(prod6):
     secret = setup_canaries(prod6)
-    root_backups(prod6)
     plant_env(prod6, "hardlink")
     run = prod6.fab("backup.env")
     assert run.returncode != 0, run.stdout + run.stderr
@@ -110,6 +103,8 @@ def test_env_file_hard_linked_to_a_root_file_is_not_read(prod6):
 def test_backup_dir_owned_by_the_service_user_is_refused(prod6):
     setup_canaries(prod6)
     before = canary_state(prod6)
+    # As the runbook's layout leaves it (the sandbox provisions it root's): the service user's.
+    prod6.sh(f"chown {USER}:{USER} {BACKUPS} && chmod 0755 {BACKUPS}")
     # The guessable names of the next minutes' server copies, each a link to the canary.
     stamps = " ".join(
         time.strftime("%Y%m%d_%H%M%S", time.gmtime(time.time() + i)) for i in range(-5, 180)
@@ -127,7 +122,6 @@ def test_backup_dir_owned_by_the_service_user_is_refused(prod6):
 @pytest.mark.attack("root-owned backup_dir", checked="backup.env makes a 0600 copy there")
 def test_root_owned_backup_dir_gets_its_copy(prod6):
     secrets = env_secrets(prod6)
-    root_backups(prod6)
     run = prod6.fab("backup.env")
     assert run.returncode == 0, run.stdout + run.stderr
     assert_no_secret([run.stdout, run.stderr], secrets)
@@ -154,7 +148,6 @@ def _stamps(minutes: int = 3) -> str:
 )
 def test_restore_env_never_writes_through_planted_links(prod6):
     setup_canaries(prod6)
-    root_backups(prod6)
     assert prod6.fab("backup.env").returncode == 0
     prod6.sh(f"echo CHANGED_BY_OPS=1 >> {ENV}")  # so the restore keeps a pre-restore copy
     before = canary_state(prod6)
@@ -173,7 +166,6 @@ def test_restore_env_never_writes_through_planted_links(prod6):
 )
 def test_guided_env_fix_never_follows_a_swapped_link(prod6):
     setup_canaries(prod6)
-    root_backups(prod6)
     before = canary_state(prod6)
     prod6.sh(f"chmod 0644 {ENV}")  # the checklist offers the env-perms fix
     # The attacker keeps swapping the env file for a link to the canary and back.
@@ -202,7 +194,6 @@ def test_guided_env_fix_never_follows_a_swapped_link(prod6):
 )
 def test_logs_linked_to_a_root_only_file_are_never_read(prod6):
     secret = setup_canaries(prod6)
-    root_backups(prod6)
     prod6.sh(f"printf 'ERROR %s\\n' \"$(cat {ROOT_ONLY})\" > /root/adversary-err")
     prod6.sh(f"chmod 600 /root/adversary-err && ln /root/adversary-err {LOGS}/hard.err")
     attacker(prod6, f"ln -sf /root/adversary-err {LOGS}/api.err && ln -sf {ROOT_ONLY} {LOGS}/x.log")

@@ -18,7 +18,6 @@ import pytest
 from tests.integration.faults.lab import Lab
 
 from .hostile import (
-    BACKUPS,
     REPO,
     ROOT_DIR,
     VENV,
@@ -79,11 +78,6 @@ def plant_lazy_fetch(lab: Lab) -> str:
     return head
 
 
-def root_owned_backups(lab: Lab) -> None:
-    """As hole 3 has it (the sandbox's boxes may predate it): backups are root's, 0700."""
-    lab.sh(f"chown root:root {BACKUPS} && chmod 0700 {BACKUPS}")
-
-
 def head_of(lab: Lab) -> str:
     return lab.sh(f"runuser -u zachot -- git -C {REPO} --no-replace-objects rev-parse HEAD")
 
@@ -120,7 +114,6 @@ def test_rollback_on_a_poisoned_repo(prod7):
 
 @pytest.mark.attack("git config as root", checked=GIT_CHECKED)
 def test_backup_records_the_deployed_commit_without_running_the_repos_fetch(prod7):
-    root_owned_backups(prod7)
     head = plant_lazy_fetch(prod7)
     run = prod7.fab("backup.env")
     assert ran_as_root(prod7) == [], "a lazy fetch from the repo's config ran as root"
@@ -132,7 +125,6 @@ def test_backup_records_the_deployed_commit_without_running_the_repos_fetch(prod
 
 @pytest.mark.attack("git config as root", checked=GIT_CHECKED)
 def test_restore_server_onto_a_box_whose_repo_is_poisoned(prod7):
-    root_owned_backups(prod7)
     backup = prod7.fab("backup.all")
     assert backup.returncode == 0, backup.stderr
     plant_git_config(prod7)

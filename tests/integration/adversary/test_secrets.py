@@ -20,7 +20,6 @@ import pytest
 from tests.integration.faults.lab import ENV, VAULT, VAULT_ROOT, Lab
 
 from .hostile import (
-    BACKUPS,
     LOGS,
     assert_no_secret,
     attacker,
@@ -48,12 +47,6 @@ def _drop_in(lab: Lab, password: str, token: str, extra: str) -> None:
         f"Environment=LOG_LEVEL=info \\\n  EXTRA_SECRET={extra}\n"
     )
     lab.sh(f"mkdir -p {DROP_IN_DIR} && printf '%s' {shlex.quote(text)} > {DROP_IN}")
-
-
-def _root_owned_backups(lab: Lab) -> None:
-    """backup.env refuses a backup_dir the service user owns (hole 3); these tests are not
-    about that, so the box gets the directory root's way first."""
-    lab.sh(f"mkdir -p {BACKUPS} && chown root:root {BACKUPS} && chmod 0700 {BACKUPS}")
 
 
 def _vault_grep(lab: Lab, needle: str) -> str:
@@ -91,7 +84,6 @@ def test_unit_environment_values_are_masked_and_leave_only_encrypted(prod13: Lab
 )
 def test_offsite_manifest_is_no_guessing_oracle(prod13: Lab):
     prod13.configure(offsite=True)
-    _root_owned_backups(prod13)
     backup = prod13.fab("backup.all", "--offsite")
     assert backup.returncode == 0, backup.stderr
     plain_sha = prod13.sha256(ENV)
@@ -138,7 +130,6 @@ def test_escape_sequences_from_the_app_never_reach_the_terminal(prod13: Lab):
 def test_adhoc_cat_of_the_env_file_is_masked_unless_raw(prod13: Lab):
     found = env_secrets(prod13)
     assert found
-    _root_owned_backups(prod13)
     assert prod13.fab("backup.env").returncode == 0
     masked = prod13.fab("--", "sudo", "cat", ENV)
     assert masked.returncode == 0, masked.stderr
@@ -156,7 +147,6 @@ def test_adhoc_cat_of_the_env_file_is_masked_unless_raw(prod13: Lab):
 )
 def test_units_and_logs_are_stored_encrypted_and_still_restore(prod13: Lab):
     prod13.configure(offsite=True)
-    _root_owned_backups(prod13)
     password = _canary("pw")
     _drop_in(prod13, password, _canary("tok"), _canary("extra"))
     backup = prod13.fab("backup.all", "--logs", "--offsite")
