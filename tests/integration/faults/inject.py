@@ -124,14 +124,15 @@ def frozen_sshd(fleet: Fleet, box: str) -> Iterator[None]:
 
 
 @contextmanager
-def held_writes(fleet: Fleet, box: str, path: str, seconds: float = 5) -> Iterator[None]:
+def held_op(fleet: Fleet, box: str, op: str, path: str, seconds: float = 5) -> Iterator[None]:
     """Shadow python3 (sudo's secure_path puts /usr/local/bin first) with a wrapper that
-    holds the transport agent's write of `path` for a while: a window to cut the link
-    in while a push is under way, however small the file."""
+    holds the transport agent's `op` ("read", "write") of `path` for a while: a window to
+    cut the link in, or to start a second run, however small the file. The agent runs as
+    `python3 -I -c SOURCE op path ...`."""
     wrapper = (
         "#!/bin/sh\n"
-        "# fault injection by tests/integration/faults: hold one write of the agent\n"
-        f'if [ "$3" = write ] && [ "$4" = "{path}" ]; then\n'
+        "# fault injection by tests/integration/faults: hold one operation of the agent\n"
+        f'if [ "$4" = {op} ] && [ "$5" = "{path}" ]; then\n'
         f"  echo $$ > {HELD_MARK}; sleep {seconds:g}\n"
         "fi\n"
         'exec /usr/bin/python3 "$@"\n'
@@ -146,7 +147,7 @@ def held_writes(fleet: Fleet, box: str, path: str, seconds: float = 5) -> Iterat
 
 
 def held_writer(fleet: Fleet, box: str) -> int | None:
-    """pid of the writer held by held_writes(), once it holds."""
+    """pid of the agent held by held_op(), once it holds."""
     said = fleet.exec(box, ["cat", HELD_MARK]).stdout.strip()
     return int(said) if said.isdigit() else None
 

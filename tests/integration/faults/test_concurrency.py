@@ -12,14 +12,11 @@ import os
 import socket
 import subprocess
 import sys
-from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
 
 from fabfile.core.crontab import job_command
-from sandbox.box import box_exec
 from tests.integration.conftest import ROOT
 
 from . import inject
@@ -32,25 +29,9 @@ HOLD = 6.0  # seconds the first run is held on the server
 HOLDER = f"{socket.gethostname()} pid "
 
 
-@contextmanager
-def held(lab: Lab, op: str, path: str, seconds: float = HOLD) -> Iterator[None]:
-    """Shadow python3 in the box (sudo's secure_path puts /usr/local/bin first) so the
-    transport agent's `op` ("read" or "write") of `path` waits `seconds` before it starts."""
-    wrapper = (
-        "#!/bin/sh\n"
-        "# fault injection by tests/integration/faults: hold one operation of the agent\n"
-        f'if [ "$3" = {op} ] && [ "$4" = "{path}" ]; then\n'
-        f"  echo $$ > {inject.HELD_MARK}; sleep {seconds:g}\n"
-        "fi\n"
-        'exec /usr/bin/python3 "$@"\n'
-    )
-    script = 'cat > /usr/local/bin/python3 && chmod 755 /usr/local/bin/python3 && rm -f -- "$1"'
-    put = box_exec(lab.box, ["sh", "-c", script, "sh", inject.HELD_MARK], input=wrapper)
-    assert put.returncode == 0, put.stderr
-    try:
-        yield
-    finally:
-        lab.fleet.exec(lab.box, ["rm", "-f", "/usr/local/bin/python3", inject.HELD_MARK])
+def held(lab: Lab, op: str, path: str, seconds: float = HOLD):
+    """The agent's `op` ("read" or "write") of `path` in the lab's box waits `seconds`."""
+    return inject.held_op(lab.fleet, lab.box, op, path, seconds)
 
 
 def started_and_holding(lab: Lab, *args: str) -> subprocess.Popen[str]:

@@ -183,7 +183,7 @@ def test_restore_env_cut_mid_push(prod9, writer):
     backed_up = prod9.sha256(ENV)
     prod9.sh(f"echo FAULT_EXTRA=1 >> {ENV}")
     current = prod9.sha256(ENV)
-    with inject.held_writes(prod9.fleet, prod9.box, ENV):
+    with inject.held_op(prod9.fleet, prod9.box, "write", ENV):
         # "dies too": the box loses the writer as well as the link (as in a crash).
         kill_writer = writer == "dies too"
         run = cut(prod9, ("restore.env", "--yes"),
