@@ -182,3 +182,21 @@ def _text(value: bytes | str) -> str:
 def _glob_escape(name: str) -> str:
     # Redis glob specials; inventory names are plain, but a key pattern must not widen.
     return "".join(f"\\{ch}" if ch in "*?[]\\" else ch for ch in name)
+
+
+def jobs_across_a_stop(before: QueueReport, after: QueueReport) -> str:
+    """What stopping the worker did to the jobs, in the Dramatiq keys' own terms.
+
+    In flight at the stop: fetched by the worker, not yet acked. A graceful stop finishes or
+    requeues them; any left unacked stay in Redis and the next worker requeues them once the
+    stopped one's heartbeat is older than the timeout: kept either way, never dropped."""
+
+    def total(report: QueueReport, field: str) -> int:
+        return sum(getattr(q, field) for q in report.queues)
+
+    flying, left = total(before, "in_flight"), total(after, "in_flight")
+    waiting = [total(r, "queued") + total(r, "delayed") for r in (before, after)]
+    said = f"jobs: {flying} in flight at the stop, {left} left unacked"
+    if left:
+        said += f" (kept: requeued {HEARTBEAT_TIMEOUT_MS // 1000} s after the last heartbeat)"
+    return said + f"; queued and delayed {waiting[0]} -> {waiting[1]}"

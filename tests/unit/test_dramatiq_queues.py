@@ -5,6 +5,7 @@ from __future__ import annotations
 import pytest
 
 from fabfile.core import dramatiq_queues as dq
+from fabfile.core.dramatiq_queues import QueueCounts, QueueReport, jobs_across_a_stop
 
 pytestmark = pytest.mark.unit
 
@@ -120,3 +121,20 @@ def test_report_sums_every_place_a_message_can_be():
         "workers_known": 3,
     }
     assert report.rows() == [("default", 3, 2, 3, 1)]
+
+
+def _report(queued: int, delayed: int, flying: int) -> QueueReport:
+    counts = QueueCounts("default", queued, delayed, flying, 0)
+    return QueueReport(namespace="dramatiq", queues=(counts,), workers_alive=1, workers_known=1)
+
+
+@pytest.mark.unit
+def test_a_graceful_stop_reports_its_in_flight_jobs_as_kept():
+    said = jobs_across_a_stop(_report(10, 2, 3), _report(13, 2, 0))
+    assert said == "jobs: 3 in flight at the stop, 0 left unacked; queued and delayed 12 -> 15"
+
+
+@pytest.mark.unit
+def test_jobs_left_unacked_are_said_to_be_requeued_after_the_heartbeat_timeout():
+    said = jobs_across_a_stop(_report(0, 0, 2), _report(0, 0, 2))
+    assert "2 left unacked (kept: requeued 60 s after the last heartbeat)" in said

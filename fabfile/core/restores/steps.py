@@ -8,9 +8,11 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from .. import services
+from ..dramatiq_queues import QueueReport, jobs_across_a_stop, read_report
 from ..facts import Fact
 from ..manifest import FileRecord
 from ..plan import Step
+from ..redis_access import RedisUnavailable, open_redis
 from ..store import BackupRef
 from ..transport import RemoteFile
 from .context import RestoreContext
@@ -49,8 +51,8 @@ def digests(path: str) -> Fact[dict[str, str]]:
     """sha256 of a file and of the copies earlier restores kept beside it (links skipped);
     for comparisons only: _install asks the agent, which never follows a planted link."""
     script = (
-        'for f in "$1" "$1".pre-restore.*; do [ -f "$f" ] && [ ! -L "$f" ] && '
-        'sha256sum -- "$f"; done; true'
+        'for f in "$1" "$1".pre-restore.*; do if [ -f "$f" ] && [ ! -L "$f" ]; then '
+        'sha256sum -- "$f" || exit; fi; done'
     )
     return Fact(("sh", "-c", script, "sh", path), parse_digests, sudo=True)
 
@@ -66,13 +68,34 @@ def _names(roles: tuple[str, ...]) -> str:
 
 def stop(ctx: RestoreContext, roles: tuple[str, ...]) -> Step:
     chosen = services.select(ctx.host, roles)
+    # Redis stays up while the worker stops: count its jobs on both sides of the stop.
+    count_jobs = "worker" in roles and "redis" not in roles
+
+    def run() -> str:
+        before = _jobs(ctx) if count_jobs else None
+        said = services.stop(ctx.transport, chosen)
+        after = _jobs(ctx) if before else None
+        return f"{said}; {jobs_across_a_stop(before, after)}" if before and after else said
+
     return Step(
         f"stop-{'-'.join(roles)}",
         f"stop {_names(tuple(reversed(roles)))}",
-        tuple(f"systemctl stop {s.unit}" for s in reversed(chosen)),
-        run=lambda: services.stop(ctx.transport, chosen),
+        tuple(f"systemctl stop {s.unit}" for s in reversed(chosen))
+        + (("count Dramatiq's jobs before and after (in flight, queued, delayed)",)
+           if count_jobs else ()),
+        run=run,
         done=lambda: set(services.states(ctx.transport, chosen).values()) <= {"inactive"},
-    )
+    )  # fmt: skip
+
+
+def _jobs(ctx: RestoreContext) -> QueueReport | None:
+    """The queues' counts, or None when Redis does not answer: the stop goes on without."""
+    dramatiq = ctx.host.dramatiq
+    try:
+        with open_redis(ctx.transport, timeout=5) as client:
+            return read_report(client, dramatiq.namespace, dramatiq.queues)
+    except RedisUnavailable:
+        return None
 
 
 def start(ctx: RestoreContext, roles: tuple[str, ...]) -> Step:
