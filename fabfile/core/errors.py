@@ -69,6 +69,10 @@ class RemoteCommandError(ZachotError):
     pass
 
 
+class FactError(RemoteCommandError):
+    """A fact's command exited with a code that is not one of its answers."""
+
+
 class TransferError(ZachotError):
     pass
 

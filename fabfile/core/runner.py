@@ -13,9 +13,11 @@ import functools
 import os
 import sys
 import time
+import traceback
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 from invoke import Context
@@ -27,6 +29,8 @@ from .inventory import Inventory, inventory_path, load_inventory
 from .model import Host
 
 _finished_tasks: set[str] = set()
+_HERE = Path(__file__).resolve()
+_PACKAGE = _HERE.parents[1]  # fabfile/: where the toolkit's own frames live
 
 
 @dataclass(frozen=True)
@@ -66,13 +70,55 @@ def target_hosts(
     return [h for h in hosts if h.name not in vaults]
 
 
+def failed(host: str, exc: Exception, seconds: float = 0.0) -> Outcome:
+    """A host's row for what went wrong there: a ZachotError's message and code, or, for an
+    exception nobody expected (a malformed answer, a full disk), its type, message and place."""
+    if isinstance(exc, ZachotError):
+        return Outcome(host, False, exc.message, seconds, exc.exit_code)
+    return Outcome(host, False, unexpected(exc), seconds, ExitCode.FAILED)
+
+
+def attempt(host: Host, work: Callable[[Host], str]) -> Outcome:
+    """work(host) as that host's row; whatever it raises stays that host's (not
+    KeyboardInterrupt or SystemExit, which are not Exceptions and stop the run)."""
+    started = time.monotonic()
+    try:
+        detail = work(host)
+    except Exception as exc:  # one host's surprise must not sink the rest
+        return failed(host.name, exc, time.monotonic() - started)
+    return Outcome(host.name, True, detail, time.monotonic() - started)
+
+
+def unexpected(exc: BaseException) -> str:
+    """One line for an exception no code here expected, instead of a traceback: its type, its
+    message (printed masked and escaped like any server text) and the line of ours it hit."""
+    said = " ".join(str(exc).split()) or "no message"
+    # An OSError (a full disk, a permission) speaks for itself; anything else is our bug or
+    # an answer we could not read, which the operator can only report.
+    advice = "" if isinstance(exc, OSError) else " (a bug or a malformed answer; report this line)"
+    return f"unexpected {type(exc).__name__}{_where(exc)}: {said}{advice}"
+
+
+def _where(exc: BaseException) -> str:
+    """The last line of the toolkit's own code the exception went through (not this file's
+    wrappers), so a report names where without a traceback."""
+    hits = [
+        (path, frame.lineno)
+        for frame in traceback.extract_tb(exc.__traceback__)
+        if _PACKAGE in (path := Path(frame.filename).resolve()).parents and path != _HERE
+    ]
+    return f" at {hits[-1][0].relative_to(_PACKAGE.parent)}:{hits[-1][1]}" if hits else ""
+
+
 def guarded(fn: Callable[..., Any]) -> Callable[..., Any]:
-    """Turn ZachotError into one error line and its exit code; no traceback."""
+    """Turn any error into one error line and its exit code; no traceback."""
 
     @functools.wraps(fn)
     def wrapper(*args: Any, **kwargs: Any) -> Any:
         try:
             return fn(*args, **kwargs)
+        except Exit:
+            raise  # finish()'s summary code, already explained
         except ZachotError as exc:
             output.error(exc.message)
             raise Exit(code=int(exc.exit_code)) from None
@@ -83,6 +129,9 @@ def guarded(fn: Callable[..., Any]) -> Callable[..., Any]:
             # The reader (e.g. `| head`) went away; what it read was complete.
             os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
             raise Exit(code=0) from None
+        except Exception as exc:  # never a traceback for the operator
+            output.error(unexpected(exc))
+            raise Exit(code=int(ExitCode.FAILED)) from None
 
     return wrapper
 
@@ -102,20 +151,11 @@ def for_each_host(
     title: str,
     parallel: int = 1,
 ) -> list[Outcome]:
-    """Run work(host) for every host; a failing host never stops the others."""
+    """Run work(host) for every host; a failing host, however it fails, never stops the others."""
     if parallel < 1:
         raise UsageError(f"--parallel must be at least 1, got {parallel}")
-
-    def attempt(host: Host) -> Outcome:
-        started = time.monotonic()
-        try:
-            detail = work(host)
-            return Outcome(host.name, True, detail, time.monotonic() - started)
-        except ZachotError as exc:
-            return Outcome(host.name, False, exc.message, time.monotonic() - started, exc.exit_code)
-
     with ThreadPoolExecutor(max_workers=min(parallel, len(hosts)) or 1) as pool:
-        outcomes = list(pool.map(attempt, hosts))
+        outcomes = list(pool.map(lambda host: attempt(host, work), hosts))
     if len(outcomes) == 1 and outcomes[0].ok:
         output.info(f"{outcomes[0].host}: {outcomes[0].detail}")
     elif len(outcomes) > 1:

@@ -86,9 +86,12 @@ def redis_server(tmp_path) -> Iterator[RedisServer]:
 @pytest.fixture
 def host(sshd, redis_server, tmp_path) -> Host:
     base = tmp_path / "server"
+    base.mkdir()  # the service's root: its user's home, where the deployed ref is read
     return replace(
         sshd.host,
-        layout=Layout(root=str(base), repo_dir=str(base / "repo"), backup_dir=str(base / "bk")),
+        # The sshd tier runs as root with no zachot account (as make_server's layout says).
+        layout=Layout(root=str(base), repo_dir=str(base / "repo"), backup_dir=str(base / "bk"),
+                      service_user="root"),
         redis=RedisSettings(data_dir=str(redis_server.dir),
                             url=f"redis://127.0.0.1:{redis_server.port}/0"),
         store=StoreSettings(path=tmp_path / "store"),

@@ -12,10 +12,9 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import replace
 
 from .. import output
-from ..errors import ZachotError
 from ..model import Host
 from ..restores.context import RestoreContext
-from ..runner import Outcome
+from ..runner import Outcome, failed
 from ..store import Store
 from ..transport import Transport
 from . import guided
@@ -31,9 +30,8 @@ def _one(host: Host, password: str | None) -> tuple[Outcome, Report | None]:
     try:
         with Transport(host, sudo_password=password) as transport:
             report = check(transport)
-    except ZachotError as exc:
-        return Outcome(host.name, False, exc.message, time.monotonic() - started,
-                       exc.exit_code), None  # fmt: skip
+    except Exception as exc:  # that host's row, expected or not (runner.failed)
+        return failed(host.name, exc, time.monotonic() - started), None
     report = replace(report, seconds=time.monotonic() - started)  # connecting included
     try:
         return Outcome(host.name, True, report.verdict(), report.seconds), report

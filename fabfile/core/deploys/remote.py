@@ -15,7 +15,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 from .. import service_user
-from ..facts import COMMIT, REF_NAME, Fact
+from ..facts import COMMIT, ONE_IS_NONE, REF_NAME, Fact
 from ..model import Layout
 from ..transport import Transport
 from .history import Entry, History, parse
@@ -43,13 +43,18 @@ def _as_service_user(layout: Layout, script: str, *args: str) -> tuple[str, ...]
 
 
 def repo_state(layout: Layout) -> Fact[RepoState]:
+    # Every git's failure is the fact's (no pipe hides one); no commit yet is an empty HEAD.
     script = (
         '[ -e "$1/.git" ] || exit 0; '
-        f'echo "head $({_GIT} rev-parse -q --verify HEAD)"; '
-        f'echo "changed $({_GIT} --no-optional-locks status --porcelain -uno | wc -l)"; '
+        f"h=$({_GIT} rev-parse -q --verify HEAD){ONE_IS_NONE}; "
+        'echo "head $h"; '
+        f"c=$({_GIT} --no-optional-locks status --porcelain -uno) || exit; "
+        'echo "changed $(printf "%s\\n" "$c" | grep -c .)"; '
         f'{_GIT} for-each-ref --format="tag %(objectname) %(*objectname) %(refname:strip=2)" '
-        "refs/tags; "
-        f'{_GIT} rev-list --max-count="$2" HEAD | sed "s/^/ancestor /"'
+        "refs/tags || exit; "
+        '[ -n "$h" ] || exit 0; '
+        f'a=$({_GIT} rev-list --max-count="$2" HEAD) || exit; '
+        'printf "%s\\n" "$a" | sed "s/^/ancestor /"'
     )
     return Fact(_as_service_user(layout, script, str(MAX_ANCESTRY)), parse_repo_state, sudo=True)
 
@@ -80,7 +85,8 @@ def resolve(layout: Layout, ref: str) -> Fact[str | None]:
     anything git takes (a commit id). None when the clone does not have it."""
     script = (
         'for r in "refs/tags/$2" "refs/remotes/origin/$2" "$2"; do '
-        f'{_GIT} rev-parse -q --verify --end-of-options "$r^{{commit}}" && exit 0; done; true'
+        f'{_GIT} rev-parse -q --verify --end-of-options "$r^{{commit}}" && exit 0'
+        f"{ONE_IS_NONE}; done"  # 1: not this one; other codes: failures
     )
     return Fact(_as_service_user(layout, script, ref), parse_commit, sudo=True)
 
@@ -104,7 +110,7 @@ def blob_ids(layout: Layout, path: str, commits: Sequence[str]) -> Fact[list[str
     """The git object id of path in each commit (None where it is absent), to compare."""
     script = (
         'r=$1 p=$2; shift 2; for c; do git --no-pager -C "$r" rev-parse -q --verify '
-        '--end-of-options "$c:$p" || echo -; done'
+        '--end-of-options "$c:$p" || { e=$?; [ $e -eq 1 ] || exit $e; echo -; }; done'
     )
     return Fact(_as_service_user(layout, script, path, *commits), parse_blob_ids, sudo=True)
 

@@ -14,7 +14,7 @@ NONINTERACTIVE = "DEBIAN_FRONTEND=noninteractive"
 def installed(names: Sequence[str]) -> Fact[set[str]]:
     """Which of names are installed. dpkg-query exits 1 for unknown names: not an error."""
     argv = ("dpkg-query", "-W", "-f=${Package}\\t${db:Status-Abbrev}\\n", "--", *names)
-    return Fact(argv, parse_installed)
+    return Fact(argv, parse_installed, exit_codes={0, 1})
 
 
 def parse_installed(stdout: str) -> set[str]:

@@ -11,7 +11,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 from .. import service_user
-from ..facts import COMMIT, Fact
+from ..facts import COMMIT, ONE_IS_NONE, Fact
 from ..model import Layout
 
 # In the venv: sha256 of the requirements.txt it was installed from.
@@ -48,7 +48,7 @@ def service_dirs(layout: Layout) -> list[DirSpec]:
 
 
 def dir_stats(paths: Sequence[str]) -> Fact[dict[str, DirStat]]:
-    script = 'for d; do [ -d "$d" ] && stat -c "%a %U %G %n" -- "$d"; done; true'
+    script = 'for d; do if [ -d "$d" ]; then stat -c "%a %U %G %n" -- "$d" || exit; fi; done'
     return Fact(("sh", "-c", script, "sh", *paths), parse_dir_stats, sudo=True)
 
 
@@ -66,7 +66,8 @@ def dirs_ready(have: dict[str, DirStat], specs: Sequence[DirSpec], user: str) ->
 
 
 def user_exists(user: str) -> Fact[bool]:
-    return Fact(("id", "-u", "--", user), lambda out: out.strip().isdigit())
+    # id exits 1 for "no such user"; anything else is a failure, not an answer.
+    return Fact(("id", "-u", "--", user), lambda out: out.strip().isdigit(), exit_codes={0, 1})
 
 
 @dataclass(frozen=True)
@@ -85,9 +86,9 @@ def checkout(layout: Layout, ref: str) -> Fact[Checkout]:
     script = (
         '[ -e "$1" ] || { echo absent; exit 0; }; '
         '[ -e "$1/.git" ] || { echo not-a-repo; exit 0; }; '
-        'echo "head $(git --no-pager -C "$1" rev-parse -q --verify HEAD)"; '
-        'echo "want $(git --no-pager -C "$1" rev-parse -q --verify '
-        '--end-of-options "$2^{commit}")"'
+        f'h=$(git --no-pager -C "$1" rev-parse -q --verify HEAD){ONE_IS_NONE}; '
+        'w=$(git --no-pager -C "$1" rev-parse -q --verify --end-of-options "$2^{commit}")'
+        f'{ONE_IS_NONE}; echo "head $h"; echo "want $w"'
     )
     command = ("sh", "-c", script, "sh", layout.repo_dir, ref)
     return Fact(service_user.argv(layout, command), parse_checkout, sudo=True)
@@ -118,8 +119,9 @@ class VenvState:
 def venv_state(layout: Layout, requirements: str) -> Fact[VenvState]:
     """Read as the service user: the venv and the repo are its files, links included."""
     script = (
-        'h=-; [ -x "$1/bin/python" ] && [ -f "$1/$3" ] && h=$(cat -- "$1/$3"); echo "$h"; '
-        'w=-; [ -f "$2" ] && w=$(sha256sum < "$2" | cut -d" " -f1); echo "$w"'
+        'h=-; if [ -x "$1/bin/python" ] && [ -f "$1/$3" ]; then h=$(cat -- "$1/$3") || exit; fi; '
+        'w=-; if [ -f "$2" ]; then w=$(sha256sum < "$2") || exit; fi; '
+        'echo "$h"; echo "${w%% *}"'
     )
     command = ("sh", "-c", script, "sh", layout.venv_dir, requirements, MARKER)
     return Fact(service_user.argv(layout, command), parse_venv, sudo=True)
