@@ -9,10 +9,16 @@ from ..core.errors import UsageError
 from ..core.offsite import replicate_hosts
 from ..core.runner import finish, first_call, guarded, load, requested_hosts, target_hosts
 
+HELP = {
+    "dry_run": "show what would be sent and send nothing",
+    "rescan": "list every backup on the off-site box and rewrite its index (slow on a far link)",
+    "verbose": "one row per backup, also those already there",
+}
 
-@task(help={"dry_run": "show what would be sent and send nothing"})
+
+@task(help=HELP)
 @guarded
-def replicate(c, dry_run=False):
+def replicate(c, dry_run=False, rescan=False, verbose=False):
     """Send the backups the off-site box lacks (all hosts unless -H), verified there."""
     if not first_call("backup.replicate"):
         return
@@ -22,9 +28,10 @@ def replicate(c, dry_run=False):
         hosts = [h for h in hosts if h.backup.offsite_host]
         if not hosts:
             raise UsageError("no host sets backup.offsite_host; name the off-site box there")
+    options = {"rescan": rescan, "verbose": verbose}
     if dry_run:
-        finish(replicate_hosts(hosts, inventory.host, dry_run=True))
+        finish(replicate_hosts(hosts, inventory.host, dry_run=True, **options))
         return
     with store_locks(hosts, purpose="backup.replicate"):
-        outcomes = replicate_hosts(hosts, inventory.host)
+        outcomes = replicate_hosts(hosts, inventory.host, **options)
     finish(outcomes)

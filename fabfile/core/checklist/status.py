@@ -2,8 +2,9 @@
 
 Hosts are read in parallel (bounded), each over one connection with the
 checklist's own script (fewer sections) and Redis tunnel; off-site ages come
-from one SFTP session per off-site box, alongside. A host that cannot be
-reached, or runs no commands, is a row that says "down" and why.
+from one SFTP session per off-site box, alongside: one read of each host's index
+there. A host that cannot be reached, or runs no commands, is a row that says
+"down" and why.
 """
 
 from __future__ import annotations
@@ -18,9 +19,9 @@ from .. import services
 from ..errors import ExitCode, ZachotError
 from ..manifest import KINDS
 from ..model import Host
-from ..offsite import Vault, list_remote, vault_for
+from ..offsite import Vault, read_index, vault_for
 from ..output import human_age
-from ..runner import Outcome
+from ..runner import Outcome, failed
 from ..transport import Transport
 from . import gather, remote
 from .model import RedisFacts, UnitState
@@ -78,6 +79,14 @@ def read_host(host: Host, password: str | None = None) -> HostStatus:
     )
 
 
+def _read_safely(host: Host, password: str | None) -> HostStatus:
+    """read_host, with a surprise (a malformed answer) as that host's row, not everyone's."""
+    try:
+        return read_host(host, password)
+    except Exception as exc:
+        return HostStatus(host.name, down=failed(host.name, exc).detail)
+
+
 def offsite_ages(hosts: list[Host], find: Callable[[str], Host]) -> dict[str, dict | str]:
     """host -> {kind: time of the newest complete backup on its vault}, or why not known."""
     found: dict[str, dict | str] = {}
@@ -88,16 +97,24 @@ def offsite_ages(hosts: list[Host], find: Callable[[str], Host]) -> dict[str, di
             continue
         try:
             by_vault.setdefault(vault_for(host, find).name, []).append(host)
-        except ZachotError as exc:
-            found[host.name] = exc.message
+        except Exception as exc:  # expected or not, that host's cell (runner.failed)
+            found[host.name] = failed(host.name, exc).detail
     for name, members in by_vault.items():
         try:
             with Vault.open(find(name)) as vault:
                 for host in members:
-                    found[host.name] = newest(list_remote(vault, host))
-        except ZachotError as exc:
-            found.update({h.name: f"{name}: {exc.message}" for h in members})
+                    found[host.name] = _indexed_ages(vault, host)
+        except Exception as exc:
+            found.update({h.name: f"{name}: {failed(name, exc).detail}" for h in members})
     return found
+
+
+def _indexed_ages(vault: Vault, host: Host) -> dict[str, datetime] | str:
+    """From the vault's index alone: one read, however many backups it holds."""
+    index = read_index(vault, host)
+    if index.problem:
+        return f"{index.problem}; run fab backup.replicate"
+    return newest(index.backups)
 
 
 def newest(remote_backups: dict) -> dict[str, datetime]:
@@ -115,7 +132,7 @@ def read_all(
     """Every host in parallel (bounded), the off-site listing alongside."""
     with ThreadPoolExecutor(max_workers=min(PARALLEL, len(hosts) + 1)) as pool:
         vaults = pool.submit(offsite_ages, hosts, find)
-        states = list(pool.map(lambda h: read_host(h, password), hosts))
+        states = list(pool.map(lambda h: _read_safely(h, password), hosts))
         offsite = vaults.result()
     return [replace(s, offsite=offsite.get(s.host)) for s in states]
 
