@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Callable
 from datetime import UTC, datetime
 
 from invoke import task
@@ -14,7 +15,15 @@ from ..core.errors import UsageError
 from ..core.manifest import KINDS
 from ..core.model import Host
 from ..core.offsite import OffsiteState, newest_offsite
-from ..core.output import human_age
+from ..core.output import human_age, human_size
+from ..core.readback import (
+    MIB,
+    ReadBackRow,
+    newest_read_backs,
+    parse_budget,
+    parse_count,
+    rolling_read_back,
+)
 from ..core.runner import first_call, guarded, load, target_hosts
 from ..core.store import Store
 from ..core.verify import KindReport, VerificationFailed, verify_host
@@ -80,32 +89,87 @@ def _offsite_json(state: OffsiteState) -> dict[str, object]:
     return {"offsite": True, **dataclasses.asdict(state)}
 
 
-@task(help={"kind": "only this kind: env, units, logs or redis", "json": "the result as JSON"})
+def show_read_back(rows: list[ReadBackRow]) -> None:
+    if rows:
+        output.table(
+            "Older backups read back this run (read back longest ago first, within the budget)",
+            ["host", "where", "kind", "id", "size", "result", "detail"],
+            [(r.host, r.where, r.kind, r.id, human_size(r.size), "ok" if r.ok else "FAILED",
+              r.detail) for r in rows],
+        )  # fmt: skip
+
+
+def read_back_older(
+    hosts: list[Host],
+    find: Callable[[str], Host],
+    reports: list[KindReport],
+    offsite: list[OffsiteState],
+    *,
+    budget: int | None,
+    count: int | None,
+    kinds: tuple[str, ...],
+    now: datetime,
+) -> list[ReadBackRow]:
+    """The rolling part: a budget's share of each host's older backups, local and off-site."""
+    rows = []
+    for host in hosts:
+        local = [(r.newest, r.restorable) for r in reports if r.host == host.name and r.newest]
+        remote = [(s.kind, s.id, s.ok) for s in offsite
+                  if s.host == host.name and s.remote == "complete"]  # fmt: skip
+        done = newest_read_backs(local, remote, now)
+        share = int(host.backup.read_budget_mib * MIB) if budget is None else budget
+        most = host.backup.read_count if count is None else count
+        rows += rolling_read_back(
+            host, find, budget=share, count=most, kinds=kinds, done=done, now=now
+        )
+    return rows
+
+
+HELP = {
+    "kind": "only this kind: env, units, logs or redis",
+    "json": "the result as JSON",
+    "read_budget": "bytes of older backups to read back this run, local and off-site, e.g. "
+    "64MiB (default: the inventory's backup.read_budget_mib; 0: none)",
+    "read_count": "at most this many older backups read back this run (default: the "
+    "inventory's backup.read_count; 0: none)",
+}
+
+
+@task(help=HELP)
 @guarded
-def verify(c, kind=None, json=False):
-    """Check the newest backups (checksums, age, a test restore); exit 1 if anything fails."""
+def verify(c, kind=None, json=False, read_budget=None, read_count=None):
+    """Check the newest backups (checksums, age, a test restore) and, in rotation, a share of
+    the older ones; exit 1 if anything fails."""
     if not first_call("backup.verify"):
         return
     if kind is not None and kind not in KINDS:
         raise UsageError(f"--kind must be one of {', '.join(KINDS)}, got {kind!r}")
+    budget = None if read_budget is None else parse_budget(read_budget)
+    count = None if read_count is None else parse_count(read_count)
     inventory = load(c)
     hosts = target_hosts(c, inventory, required=False)
     now = datetime.now(UTC)
     kinds = (kind,) if kind else KINDS
     reports = [report for h in hosts for report in verify_host(h, kinds, now=now)]
     offsite = newest_offsite(hosts, inventory.host, kinds)
+    older = read_back_older(
+        hosts, inventory.host, reports, offsite, budget=budget, count=count, kinds=kinds, now=now
+    )
     drills = last_drills(hosts, reports)
     if json:
         rows = [r.as_json() for r in reports] + [_offsite_json(s) for s in offsite]
+        rows += [r.as_json() for r in older]
         output.emit_json(rows + [d.as_json() for _, d in drills if d is not None])
     else:
         show(reports)
         show_offsite(offsite)
+        show_read_back(older)
         show_drills(drills)
     failed = [f"{r.host}/{r.kind}" for r in reports if r.failed]
     # One off-site entry per host/kind, however many of its backups are damaged there.
     failed += dict.fromkeys(f"{s.host}/{s.kind} off-site" for s in offsite if not s.ok)
-    checked = len(reports) + len({(s.host, s.kind) for s in offsite})
+    failed += [f"{r.host}/{r.kind} {r.id} ({r.where}, read back)" for r in older if not r.ok]
+    checked = len(reports) + len({(s.host, s.kind) for s in offsite}) + len(older)
     if failed:
         raise VerificationFailed(
             f"{len(failed)} of {checked} checks failed verification: {', '.join(failed)}"

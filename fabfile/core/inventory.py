@@ -273,6 +273,8 @@ _CHECKS: dict[tuple[str, str], Check] = {
     ("backup", "keep_weekly"): _at_least(0),
     ("backup", "keep_monthly"): _at_least(0),
     ("backup", "server_keep_last"): _at_least(1),
+    ("backup", "read_budget_mib"): _at_least(0),
+    ("backup", "read_count"): _at_least(0),
     ("backup", "age_recipients"): _pattern(
         _AGE_RECIPIENT, "age recipient", "an age public key: age1 and 58 letters or digits"
     ),

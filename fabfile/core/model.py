@@ -65,6 +65,10 @@ class BackupSettings:
     keep_monthly: int = 6
     # Timestamped env copies in layout.backup_dir on the server.
     server_keep_last: int = 10
+    # backup.verify's rolling read-back of older backups (local and off-site), per run:
+    # at most this many MiB and this many backups (the count bounds the vault's round trips).
+    read_budget_mib: float = 64.0
+    read_count: int = 16
     # age public keys: when given, backups of every kind are stored encrypted.
     age_recipients: tuple[str, ...] = ()
     # Kinds (units, logs) whose plain backups may still go off-site: an explicit opt-out.

@@ -21,6 +21,7 @@ import secrets
 import shutil
 import stat
 import time
+from collections.abc import Collection, Mapping
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -52,6 +53,10 @@ STAGING_PREFIX = ".staging-"
 DELETING_PREFIX = ".deleting-"
 # Written by backup.verify beside the (immutable) manifest.
 VERIFIED_NAME = "verified.json"
+# backup.verify's rolling read-back log: <root>/<host>/read-back.json (0600), when each
+# backup (local or off-site) was last read back and whether it was intact.
+READ_BACK_NAME = "read-back.json"
+MAX_READ_BACK_BYTES = 16 * 1024 * 1024
 # Drill reports (core/drill/) beside the kinds: <root>/<host>/drills/<id>.md and .json.
 DRILLS_DIR = "drills"
 STAGING_MAX_AGE = timedelta(hours=1)
@@ -68,6 +73,19 @@ _ID = r"[0-9]{8}T[0-9]{6}Z(?:-[0-9]{1,3})?"
 _STAGING_RE = re.compile(rf"\.staging-(?P<id>{_ID})-[0-9a-f]{{16}}", re.ASCII)
 # Every prefix (>= 8 chars) of something ID_RE accepts, and nothing else.
 _PREFIX_RE = re.compile(r"[0-9]{8}(?:T(?:[0-9]{0,5}|[0-9]{6}(?:Z(?:-[0-9]{0,3})?)?))?", re.ASCII)
+
+
+@dataclass(frozen=True)
+class ReadBack:
+    """One backup read back by backup.verify: when, and whether it was intact."""
+
+    at: datetime
+    ok: bool
+
+
+# (where, kind, id): where is "local" or "offsite".
+ReadBackKey = tuple[str, str, str]
+READ_BACK_PLACES = ("local", "offsite")
 
 
 @dataclass(frozen=True)
@@ -187,6 +205,39 @@ class Store:
             return parse_utc(data["verified_at"])
         except (OSError, ValueError, TypeError, KeyError):
             return None
+
+    def read_backs(self, host: str) -> dict[ReadBackKey, ReadBack]:
+        """When each backup of `host` was last read back; {} if never (or unreadable)."""
+        _check_host(host)
+        try:
+            fd = os.open(
+                self.root / host / READ_BACK_NAME, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC
+            )
+            with os.fdopen(fd, "rb") as handle:
+                data = json.loads(handle.read(MAX_READ_BACK_BYTES))
+            return dict(_read_back_entry(entry) for entry in data["read_back"])
+        except (OSError, ValueError, TypeError, KeyError):
+            return {}  # a damaged log only means: read everything back again
+
+    def record_read_backs(
+        self,
+        host: str,
+        results: Mapping[ReadBackKey, ReadBack],
+        *,
+        alive: Collection[ReadBackKey] | None = None,
+    ) -> None:
+        """Add `results` to the read-back log (hold the store lock); with `alive`, also
+        forget entries of backups that are gone, so the log does not grow forever."""
+        merged = {**self.read_backs(host), **results}
+        if alive is not None:
+            merged = {key: value for key, value in merged.items() if key in alive}
+        entries = [
+            {"where": w, "kind": k, "id": i, "at": format_utc(rb.at), "ok": rb.ok}
+            for (w, k, i), rb in sorted(merged.items())
+        ]
+        target = self._ensure_host_dir(host, "") / READ_BACK_NAME
+        _write_atomic(target, json.dumps({"read_back": entries}, indent=1) + "\n")
+        _fsync_dir(target.parent)
 
     def write_drill_file(self, host: str, name: str, text: str) -> Path:
         """Write one drill report file (0600, in 0700 directories) atomically; its path."""
@@ -314,9 +365,10 @@ class Store:
         ]
 
     def _ensure_host_dir(self, host: str, name: str) -> Path:
-        """<root>/<host>/<name> (a kind, or drills), created private where missing."""
+        """<root>/<host>/<name> (a kind, or drills; "" for the host dir itself), created
+        private where missing."""
         _makedirs_private(self.root)
-        for path in (self.root / host, self.root / host / name):
+        for path in dict.fromkeys((self.root / host, self.root / host / name)):
             if _mkdir_private(path):
                 _fsync_dir(path.parent)
         return self.root / host / name
@@ -386,8 +438,7 @@ class Store:
             found.extend(
                 f"{kind_entry.path}: stray entry, not a backup kind ({', '.join(KINDS)})"
                 for kind_entry in _entries(Path(entry.path))
-                if kind_entry.name not in (*KINDS, DRILLS_DIR)
-                or not kind_entry.is_dir(follow_symlinks=False)
+                if not _is_host_entry(kind_entry)
             )
         return found
 
@@ -575,6 +626,22 @@ def _next_id(kind_dir: Path, base: str) -> str:
         if candidate not in taken:
             return candidate
     raise StoreError(f"{kind_dir}: more than {MAX_SUFFIX} backups stamped {base}")
+
+
+def _is_host_entry(entry: os.DirEntry[str]) -> bool:
+    """What may sit in <root>/<host>/: the kinds, the drills, the read-back log."""
+    if entry.name == READ_BACK_NAME:
+        return entry.is_file(follow_symlinks=False)
+    return entry.name in (*KINDS, DRILLS_DIR) and entry.is_dir(follow_symlinks=False)
+
+
+def _read_back_entry(entry: dict[str, Any]) -> tuple[ReadBackKey, ReadBack]:
+    key = (entry["where"], entry["kind"], entry["id"])
+    if key[0] not in READ_BACK_PLACES or key[1] not in KINDS or not is_backup_id(key[2]):
+        raise ValueError(f"bad read-back entry {key!r}")
+    if not isinstance(entry["ok"], bool):
+        raise ValueError("ok must be true or false")
+    return key, ReadBack(parse_utc(entry["at"]), entry["ok"])
 
 
 def _is_deleting(entry: os.DirEntry[str]) -> bool:

@@ -13,11 +13,22 @@ from pathlib import Path
 import pytest
 
 from fabfile.core.errors import LockHeldError, StoreError
+from fabfile.core.manifest import KINDS, FileRecord, Manifest, format_utc
 from fabfile.core.model import BackupSettings, Host, StoreSettings
+from fabfile.core.prune import (
+    KEPT_LOCALLY,
+    NEWEST_READ_BACK,
+    NEWEST_VERIFIED,
+    ServerPruneFailed,
+    decide_offsite,
+    id_time,
+    offsite_pins,
+    prune_offsite_host,
+    select_server_copies,
+)
 from fabfile.core.prune import prune_store as prune_store_
-from fabfile.core.prune import select_server_copies
 from fabfile.core.retention import Decision, Policy, Snapshot, apply_policy, protect
-from fabfile.core.store import DELETING_PREFIX, Store
+from fabfile.core.store import DELETING_PREFIX, ReadBack, Store
 from tests.unit.test_verify import put
 
 pytestmark = pytest.mark.unit
@@ -321,3 +332,80 @@ def test_bad_arguments_are_one_line_and_exit_2(args, message):
     assert done.returncode == 2
     [line] = done.stderr.strip().splitlines()
     assert message in line and "Traceback" not in done.stderr
+
+
+# -- the off-site copy: the same rules, decided from one listing --------------------------
+
+
+def offsite_manifest(backup_id: str, refs: dict[str, str] | None = None) -> Manifest:
+    name = "zachot.env.age"
+    held = (refs or {}).get(name)
+    files = (FileRecord(name, "0" * 64, 1, "/env", 0o600, "root", "root", 0.0, stored_in=held),)
+    return Manifest(1, backup_id, "web1", "env", format_utc(id_time(backup_id)), files)
+
+
+def stamp(n: int) -> str:
+    return day(n).strftime("%Y%m%dT%H%M%SZ")
+
+
+def test_offsite_keeps_what_the_store_keeps_the_pins_and_what_kept_ones_use(host):
+    """Off-site only: days 1-4 (3 and 4 hold their bytes in 1); local: days 5-7."""
+    store = Store(host.store.path)
+    local = {}
+    for n in (5, 6, 7):
+        ref = put(store, "env", {"zachot.env": f"A={n}\n".encode()}, at=day(n))
+        local[ref.id] = ref
+    remote = {stamp(1): offsite_manifest(stamp(1)), stamp(2): offsite_manifest(stamp(2))}
+    for n in (3, 4):
+        remote[stamp(n)] = offsite_manifest(stamp(n), {"zachot.env.age": stamp(1)})
+    ids_there = [*remote, *local]
+    read: list[str] = []
+
+    def fetch(backup_id: str) -> Manifest:
+        read.append(backup_id)
+        return remote[backup_id]
+
+    decisions = decide_offsite(
+        ids_there,
+        Policy(keep_last=1),
+        local=local,
+        local_kept={stamp(6), stamp(7)},
+        pinned={stamp(3): NEWEST_READ_BACK},
+        read=fetch,
+    )
+    reasons = {d.id: d.reasons for d in decisions}
+    assert [d.id for d in decisions] == sorted(ids_there, reverse=True)  # newest first
+    assert reasons == {
+        stamp(7): ("last 1", KEPT_LOCALLY),
+        stamp(6): (KEPT_LOCALLY,),
+        stamp(5): (),
+        stamp(4): (),  # it refers to day 1, but it is not kept itself
+        stamp(3): (NEWEST_READ_BACK,),
+        stamp(2): (),
+        stamp(1): (f"used by {stamp(3)}",),
+    }
+    # Only kept backups that are not local are read: their references decide what else stays.
+    assert sorted(read) == [stamp(1), stamp(3)]
+
+
+def test_offsite_pins_are_the_newest_read_back_and_the_newest_verified(host):
+    store = Store(host.store.path)
+    refs = [put(store, "env", {"zachot.env": f"A={n}\n".encode()}, at=day(n)) for n in (1, 2, 3)]
+    store.mark_verified(refs[0], day(4), ["files"])
+    key = ("offsite", "env", stamp(2))
+    store.record_read_backs("web1", {key: ReadBack(day(4), True)})
+    store.record_read_backs("web1", {("offsite", "env", stamp(3)): ReadBack(day(4), False)})
+    there = [stamp(1), stamp(2), stamp(3)]
+    assert offsite_pins(store, "web1", "env", there) == {
+        stamp(1): NEWEST_VERIFIED,
+        stamp(2): NEWEST_READ_BACK,  # 3 was read back damaged: not a pin
+    }
+
+
+def test_an_unreachable_vault_says_the_store_was_pruned(host):
+    far = replace(host, backup=BackupSettings(offsite_host="vault"))
+    vault = Host(name="vault", address="127.0.0.1", port=1, connect_timeout=2)
+    with pytest.raises(ServerPruneFailed, match="the store was pruned, but the off-site copy"):
+        prune_offsite_host(
+            far, lambda _n: vault, Policy(keep_last=1), kinds=KINDS, local_kept={}, apply=True
+        )
