@@ -92,6 +92,7 @@ class PulledFile:
 class StreamResult:
     sha256: str
     size: int
+    stderr: bytes = b""  # what the command said (tar's listing and warnings), trailer included
 
 
 @dataclass
@@ -340,7 +341,7 @@ class Transport:
     ) -> StreamResult:
         """Save a remote command's stdout (e.g. tar) to local_path, hashed on both ends."""
         trailer = self._pull(["stream", *argv], local_path, sudo, label, total, stdin)
-        return StreamResult(sha256=trailer["sha256"], size=trailer["sent"])
+        return StreamResult(trailer["sha256"], trailer["sent"], trailer["stderr"])
 
     def push(
         self,
@@ -434,7 +435,7 @@ class Transport:
                     adv(len(data))
 
                 ex = self._exchange(command, stdin=prefix + stdin, sink=sink, timeout=IDLE_TIMEOUT)
-                trailer = self._trailer(ex, label)
+                trailer = {**self._trailer(ex, label), "stderr": ex.stderr}
                 out.flush()
                 os.fsync(out.fileno())
             if trailer["sha256"] != digest.hexdigest():

@@ -5,17 +5,25 @@ never change, so a file whose size and mtime are already in the store's index
 is not sent again, even when logrotate has renamed it (api.log.1 -> .2.gz keeps
 both). The manifest's index says, for every file on the server, which backup's
 archive holds it.
+
+The logs are live: written, rotated and compressed while tar walks them. What tar
+captured is read from its own listing (tar_report.py), so the index records the
+size tar stored, not the size listed a moment before; files rotated away or truncated
+mid-read are recorded with the reason (meta "skipped", "partial", "grew").
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from .. import crypto, facts, service_user
+from ..errors import TransferError
 from ..manifest import FileRecord
 from ..plan import Step
+from . import tar_report
 from .context import BackupContext
 
+WRAPPER = f'LC_ALL=C "$@"; echo "{tar_report.EXIT_MARK}$?" >&2'
 COMPRESSORS = (("zstd", "zstd -1 -T0", "logs.tar.zst"), ("gzip", "gzip -1", "logs.tar.gz"))
 
 
@@ -67,6 +75,8 @@ def step(ctx: BackupContext, *, full: bool) -> Step:
             "(symlinks are not followed; files it cannot read are skipped)",
             f"stream tar | zstd -1 (gzip -1 without zstd) of {how} to the store, tar run as "
             f"{ctx.host.layout.service_user}",
+            "record what tar stored: a log written meanwhile up to the size tar saw, one "
+            "rotated away before tar reached it as skipped, with the reason",
         ),
         run=lambda: run(ctx, full=full),
     )
@@ -78,36 +88,108 @@ def run(ctx: BackupContext, *, full: bool) -> str:
     layout = ctx.host.layout
     listed = facts.gather(ctx.transport, facts.regular_files(layout.logs_dir, user=layout))
     entries = [e for e in listed if e.readable]
-    skipped = [e.name for e in listed if not e.readable]
+    skipped = {e.name: f"{layout.service_user} cannot read" for e in listed if not e.readable}
     send, kept = split_new(entries, previous_index(ctx), full=full)
     with ctx.store.begin(ctx.host.name, "logs", now=ctx.now) as staged:
         index = list(kept)
+        outcome = Outcome()
         if send:
-            archive = _stream_archive(ctx, staged, send)
-            index += [IndexEntry(e.name, e.size, e.mtime, staged.id, e.name) for e in send]
-            staged.meta["archive"] = archive
+            staged.meta["archive"], report = _stream_archive(ctx, staged, send)
+            outcome = captured(ctx, send, report, staged.id)
+            index += outcome.index
+        skipped |= outcome.skipped
         staged.meta["index"] = [e.as_meta() for e in sorted(index, key=lambda e: e.path)]
         staged.meta["full"] = full
+        # What the live walk met: files cut where tar stat'ed them, gone, or damaged.
+        staged.meta["grew"] = sorted(outcome.grew)
+        staged.meta["skipped"] = _reasons(skipped)
+        staged.meta["partial"] = _reasons(outcome.partial)
         ref = staged.commit()
-    sent = sum(e.size for e in send)
-    said = f"{ref.id}: sent {len(send)} files ({sent} bytes raw), {len(kept)} already held"
-    if skipped:
-        said += f"; skipped {len(skipped)} {layout.service_user} cannot read: {', '.join(skipped)}"
+    return _summary(ref.id, outcome, len(kept), skipped)
+
+
+@dataclass
+class Outcome:
+    """What one archive holds, by the names the listing gave."""
+
+    index: list[IndexEntry] = field(default_factory=list)
+    grew: list[str] = field(default_factory=list)
+    skipped: dict[str, str] = field(default_factory=dict)
+    partial: dict[str, str] = field(default_factory=dict)
+
+
+def captured(
+    ctx: BackupContext, send: list[facts.RemoteEntry], report: tar_report.TarReport, archive: str
+) -> Outcome:
+    """Index what tar really archived, at the size and mtime it saw; fail on anything else.
+
+    A file that grew is indexed at the size tar stored (a prefix of an append-only log),
+    one rotated away is skipped with the reason, one truncated mid-read is archived
+    zero-padded and not indexed. Any other complaint means a promised file is missing."""
+    if not report.ok:
+        raise TransferError(
+            f"{ctx.host.name}: logs: {report.problems[0]}; the backup was not kept, run it again"
+        )
+    out = Outcome()
+    for entry in send:
+        key = entry.name.encode("utf-8", "surrogateescape")
+        if key in report.skipped:
+            out.skipped[entry.name] = report.skipped[key]
+        elif key in report.partial:
+            out.partial[entry.name] = report.partial[key]
+        elif (got := report.captured.get(key)) is None:
+            raise TransferError(
+                f"{ctx.host.name}: logs: tar did not archive {entry.name!r} and said nothing; "
+                "the backup was not kept, run it again"
+            )
+        else:
+            same = got.size == entry.size and abs(got.mtime - entry.mtime) < 1e-6
+            size, mtime = (entry.size, entry.mtime) if same else (got.size, got.mtime)
+            out.index.append(IndexEntry(entry.name, size, mtime, archive, entry.name))
+            if key in report.grew or not same:
+                out.grew.append(entry.name)
+    return out
+
+
+def _reasons(found: dict[str, str]) -> list[dict[str, str]]:
+    return [{"path": name, "reason": why} for name, why in sorted(found.items())]
+
+
+def _summary(backup_id: str, outcome: Outcome, held: int, skipped: dict[str, str]) -> str:
+    sent = sum(e.size for e in outcome.index)
+    said = f"{backup_id}: sent {len(outcome.index)} files ({sent} bytes raw), {held} already held"
+    if outcome.grew:
+        said += f"; {len(outcome.grew)} changed while read, kept as tar saw them"
+    forms = (("skipped {n} {why}", skipped), ("{n} {why}, not indexed", outcome.partial))
+    for form, found in forms:
+        by_reason: dict[str, list[str]] = {}
+        for name, why in sorted(found.items()):
+            by_reason.setdefault(why, []).append(name)
+        for why, names in by_reason.items():
+            said += "; " + form.format(n=len(names), why=why) + ": " + ", ".join(names)
     return said
 
 
-def _stream_archive(ctx: BackupContext, staged, send: list[facts.RemoteEntry]) -> str:
+def _stream_archive(
+    ctx: BackupContext, staged, send: list[facts.RemoteEntry]
+) -> tuple[str, tar_report.TarReport]:
     compressor, name = _compressor(ctx)
-    argv = service_user.argv(ctx.host.layout, [
+    tar = [
         # No -h: links are archived as links, never followed.
         "tar", "--create", "--file=-", f"--directory={ctx.host.layout.logs_dir}",
-        f"--use-compress-program={compressor}",
+        f"--use-compress-program={compressor}", *tar_report.TAR_FLAGS,
         # Positional: --null and --no-recursion must come before --files-from.
         "--null", "--no-recursion", "--files-from=-",
-    ])  # fmt: skip
-    names = b"".join(e.name.encode("utf-8", "surrogateescape") + b"\0" for e in send)
+    ]  # fmt: skip
+    # tar exits 1 when a live log grows under it: the wrapper always exits 0 (so the stream
+    # is kept) and reports tar's status last, which tar_report weighs with the warnings.
+    argv = service_user.argv(ctx.host.layout, ["sh", "-c", WRAPPER, "sh", *tar])
+    asked = [e.name.encode("utf-8", "surrogateescape") for e in send]
     target = staged.target(name)
-    result = ctx.transport.pull_stream(argv, target, sudo=True, label="logs", stdin=names)
+    result = ctx.transport.pull_stream(
+        argv, target, sudo=True, label="logs", stdin=b"".join(n + b"\0" for n in asked)
+    )
+    report = tar_report.parse(result.stderr, asked)
     record = FileRecord(
         name=name,
         sha256=result.sha256,
@@ -121,7 +203,7 @@ def _stream_archive(ctx: BackupContext, staged, send: list[facts.RemoteEntry]) -
     # With age recipients the archive is stored encrypted, like every kind.
     record = crypto.seal(staged, record, crypto.recipients_for(ctx.host, "logs"))
     staged.add(record)
-    return record.name
+    return record.name, report
 
 
 def _compressor(ctx: BackupContext) -> tuple[str, str]:
