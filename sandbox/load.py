@@ -1,7 +1,8 @@
 """A live prod: steady traffic, Dramatiq jobs (delayed ones too), busy logs, logrotate.
 
-Started on each prod box after it boots (fleet.up and fleet.reset) when ZACHOT_SANDBOX_LOAD
-is "1", as two transient systemd units inside the box, so they live and die with it:
+Started on each prod box after it boots (fleet.up and fleet.reset), unless
+ZACHOT_SANDBOX_LOAD is "0", as two transient systemd units inside the box, so they live and
+die with it:
 
 - zachot-load, as the service user with the app's venv: load_box.py, one call per tick to
   127.0.0.1 (API and the app's own actor) and log lines appended to api.log and worker.log;
@@ -53,7 +54,8 @@ done
 
 
 def wanted() -> bool:
-    return os.environ.get(ENV_SWITCH) == "1"
+    """Prod is live by default, as it is in production; ZACHOT_SANDBOX_LOAD=0 quiets a fleet."""
+    return os.environ.get(ENV_SWITCH, "1") != "0"
 
 
 def start(run: Exec, *, seconds: int = MAX_SECONDS) -> None:
