@@ -39,7 +39,7 @@ from . import crypto, output
 from .errors import StoreError, TransferError, UsageError, ZachotError
 from .manifest import KINDS, MANIFEST_NAME, Manifest, id_sort_key, is_backup_id, is_file_name
 from .model import Host
-from .runner import Outcome
+from .runner import Outcome, failed
 from .store import BackupRef, Store
 from .transport import IDLE_TIMEOUT, Transport
 
@@ -637,19 +637,21 @@ def replicate_hosts(
         try:
             by_vault.setdefault(vault_for(host, find).name, []).append(host)
         except ZachotError as exc:
-            outcomes[host.name] = Outcome(host.name, False, exc.message, 0.0, exc.exit_code)
+            outcomes[host.name] = failed(host.name, exc)
     for vault_name, members in by_vault.items():
         try:
             with Vault.open(find(vault_name)) as vault:
                 for host in members:
-                    host_rows = replicate(host, vault, dry_run=dry_run, rescan=rescan)
+                    try:
+                        host_rows = replicate(host, vault, dry_run=dry_run, rescan=rescan)
+                    except Exception as exc:  # one host's surprise must not sink the rest
+                        outcomes[host.name] = failed(host.name, exc)
+                        continue
                     rows.extend(host_rows)
                     outcomes[host.name] = _outcome(host, host_rows)
-        except ZachotError as exc:
+        except Exception as exc:  # the vault itself: every host still waiting gets its row
             for host in members:
-                outcomes.setdefault(
-                    host.name, Outcome(host.name, False, exc.message, 0.0, exc.exit_code)
-                )
+                outcomes.setdefault(host.name, failed(host.name, exc))
     title = f"backup.replicate to {', '.join(by_vault) or 'no vault'}"
     output.table(
         title + (" (dry run, nothing sent)" if dry_run else ""),

@@ -79,3 +79,32 @@ def test_table_sums_up_what_is_already_there():
         ("env", "20261106T000000Z", "sent+verified"),
         ("units", "u1", "present"),
     ]
+
+
+def test_one_hosts_surprise_during_replicate_is_its_row_and_the_others_finish(monkeypatch):
+    """A parser's KeyError on one host used to end the whole replicate with a traceback."""
+    from contextlib import contextmanager
+
+    from fabfile.core.model import BackupSettings, Host
+
+    backup = BackupSettings(offsite_host="vault")
+    hosts = [Host(name=n, backup=backup) for n in ("odd", "good")]
+    vault_host = Host(name="vault")
+
+    @contextmanager
+    def opened(_host):
+        yield object()
+
+    def replicate(host, _vault, **_kw):
+        if host.name == "odd":
+            raise KeyError("sha256")
+        return [offsite.Row(host.name, "env", "1", "skip", "present", "")]
+
+    monkeypatch.setattr(offsite.Vault, "open", staticmethod(opened))
+    monkeypatch.setattr(offsite, "replicate", replicate)
+    ok = lambda host, _rows: offsite.Outcome(host.name, True, "", 0.0)  # noqa: E731
+    monkeypatch.setattr(offsite, "_outcome", ok)
+    find = {"vault": vault_host, "odd": hosts[0], "good": hosts[1]}.__getitem__
+    odd, good = offsite.replicate_hosts(hosts, find)
+    assert (odd.ok, odd.exit_code) == (False, 1) and "unexpected KeyError" in odd.detail
+    assert good.ok
