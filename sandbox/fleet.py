@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import json
 import shutil
 import subprocess
@@ -10,7 +11,7 @@ import urllib.request
 from collections.abc import Callable
 from pathlib import Path
 
-from sandbox import box, gitrepo, keys, layers, network, preflight, serve, wheelhouse
+from sandbox import box, gitrepo, keys, layers, load, network, preflight, serve, wan, wheelhouse
 from sandbox.config import API_PORT, INVENTORY, SERVE_PORT, BoxSpec, Paths, fleet_specs
 from sandbox.image import ensure_base_image
 from sandbox.inventory import write_inventory
@@ -73,6 +74,7 @@ def up(extra_prod: int = 0, paths: Paths | None = None, log: Log = print) -> Pat
             # A box that was already running may be mid-drill (services stopped on purpose):
             # only check it is reachable; freshly booted boxes must be fully ready.
             wait_ready(paths, spec, services=spec in started)
+        _start_load(paths, specs)
         write_inventory(paths, specs, serve_urls(specs)[0])
         _drop_unused_images(paths, lowers)
     return INVENTORY
@@ -167,6 +169,15 @@ def reset(name: str, paths: Paths | None = None, log: Log = print) -> None:
         box.stop_box(paths, spec, graceful=False)  # its state is thrown away anyway
         box.start_box(paths, spec, lowers)
         wait_ready(paths, spec)
+        _start_load(paths, [spec])
+
+
+def _start_load(paths: Paths, specs: list[BoxSpec]) -> None:
+    """A live prod (sandbox/load.py) on every prod box, unless ZACHOT_SANDBOX_LOAD=0."""
+    if load.wanted():
+        for spec in specs:
+            if spec.role == "prod":
+                load.start(functools.partial(box.exec_in, paths, spec))
 
 
 def _remove_box(paths: Paths, spec: BoxSpec) -> None:
@@ -197,6 +208,7 @@ def down(paths: Paths | None = None, log: Log = print) -> None:
             log(f"removing {spec.name}")
             _remove_box(paths, spec)
         serve.stop_server(paths)
+        wan.stop(paths)  # WAN mode's proxy, if on (sandbox/wan.py)
         box.remove_nspawn_run_dirs()
         paths.fleet_file.unlink(missing_ok=True)
         INVENTORY.unlink(missing_ok=True)

@@ -1,5 +1,6 @@
-"""The figures of issues 4 (1-5) and 5 (6: RTO), one module each; FIGURES maps number to module."""
+"""The figures of issues 4 (1-5), 5 (6: RTO) and 12 (7: WAN and history), one module each;
+FIGURES maps number to module."""
 
-from . import backup_all, fleet, logs, memory, pull, rto
+from . import backup_all, fleet, logs, memory, pull, rto, wan
 
-FIGURES = {1: backup_all, 2: pull, 3: logs, 4: fleet, 5: memory, 6: rto}
+FIGURES = {1: backup_all, 2: pull, 3: logs, 4: fleet, 5: memory, 6: rto, 7: wan}

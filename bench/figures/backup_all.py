@@ -13,6 +13,7 @@ import shlex
 import shutil
 from pathlib import Path
 
+from fabfile.core.model import Host
 from fabfile.core.store import Store
 
 from ..commands import ssh_argv, ssh_to_file
@@ -33,8 +34,9 @@ def copied_sources(store: Path, box: str) -> list[str]:
     return [record.source for ref in backups if ref for record in ref.manifest.files]
 
 
-def baseline_script(ctx: BenchContext, sources: list[str], env_file: str, n: int) -> Path:
-    host = ctx.workspace.host(OWN_BOX)
+def baseline_script(
+    ctx: BenchContext, host: Host, sources: list[str], env_file: str, n: int | str
+) -> Path:
     out = ctx.workspace.path(f"openssh-{n}")
     out.mkdir()
     lines = ["set -e"]
@@ -58,7 +60,7 @@ def run(ctx: BenchContext) -> list[Row]:
 
     def openssh() -> float:
         n = next(counter)
-        script = baseline_script(ctx, sources, env_file, n)
+        script = baseline_script(ctx, ctx.workspace.host(box), sources, env_file, n)
         try:
             return run_child(["sh", str(script)], what="OpenSSH baseline script").seconds
         finally:
