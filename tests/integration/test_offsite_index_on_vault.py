@@ -3,7 +3,7 @@
 A routine `backup.all --offsite` leaves `<offsite_dir>/prod12/index.json` on the vault
 (names, sizes and ciphertext hashes: no secret), `status` reads the off-site ages from it,
 and a replicate with nothing to send is a handful of SFTP round trips however long the
-history (the count against history size is tests/sshd/test_offsite_index.py).
+history (the count against history size is tests/sshd/test_offsite_requests.py).
 """
 
 from __future__ import annotations
