@@ -5,7 +5,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from datetime import datetime
 
-from .. import facts
+from .. import facts, output
+from ..errors import FactError
 from ..manifest import FileRecord
 from ..model import Host
 from ..store import Store
@@ -28,7 +29,13 @@ class BackupContext:
     def deployed(self) -> dict[str, str | None]:
         """The deployed commit, recorded so restore.server can clone the same ref."""
         if self._deployed is None:
-            self._deployed = facts.gather(self.transport, facts.deployed_ref(self.host.layout))
+            try:
+                self._deployed = facts.gather(self.transport, facts.deployed_ref(self.host.layout))
+            except FactError as exc:
+                # The repo is the service user's: a broken or hostile one must not stop the
+                # backups. Said aloud, and recorded as unknown.
+                output.warn(f"{exc.message}; the deployed commit is recorded as unknown")
+                self._deployed = facts.DeployedRef(commit=None, describe=None)
         return {"commit": self._deployed.commit, "describe": self._deployed.describe}
 
 
