@@ -70,13 +70,13 @@ def start(transport: Transport, services: Sequence[Service], *, timeout: float) 
     """Start in order, each one gated before the next starts."""
     said = []
     for service in services:
-        since_ms = _redis_clock(transport) if service.role == "worker" else 0
+        since = _heartbeats_now(transport) if service.role == "worker" else Heartbeats()
         # A unit that crash-looped (e.g. on a corrupt dump) is refused by systemd's
         # start limit until its failed state is reset.
         transport.run(["systemctl", "reset-failed", service.unit], sudo=True, check=False)
         restarts = unit_status(transport, service.unit)[1]
         transport.run(["systemctl", "start", service.unit], sudo=True)
-        passed = gate(transport, service, timeout=timeout, since_ms=since_ms, restarts=restarts)
+        passed = gate(transport, service, timeout=timeout, since=since, restarts=restarts)
         said.append(f"{service.unit}: {passed}")
     return "; ".join(said)
 
@@ -98,12 +98,12 @@ def gate(
     service: Service,
     *,
     timeout: float,
-    since_ms: int = 0,
+    since: Heartbeats | None = None,
     restarts: int | None = None,
 ) -> str:
     checks: dict[str, Callable[[], str | None]] = {
         "redis": lambda: _redis_gate(transport, timeout),
-        "worker": lambda: _worker_gate(transport, service, since_ms),
+        "worker": lambda: _worker_gate(transport, service, since or Heartbeats()),
         "api": lambda: _api_gate(transport),
     }
     return _poll(transport, service, checks[service.role], timeout, restarts)
@@ -138,18 +138,37 @@ def _redis_gate(transport: Transport, timeout: float) -> str:
     return f"PONG (redis {wait_until_up(transport, timeout=timeout)})"
 
 
-def _redis_clock(transport: Transport) -> int:
+@dataclass(frozen=True)
+class Heartbeats:
+    """Dramatiq's heartbeats set just before a worker starts: Redis's clock and the ids in it.
+
+    Every broker that enqueues writes a heartbeat too (dispatch.lua records one per call),
+    so on a live box the API and other producers keep the set fresh with no worker at all.
+    Only an id that was not there before the start can be the new worker's."""
+
+    ms: int = 0
+    ids: frozenset[str] = frozenset()
+
+
+def _heartbeats_now(transport: Transport) -> Heartbeats:
+    namespace = transport.host.dramatiq.namespace
     with open_redis(transport) as client:
-        return server_millis(client)
+        ids = {_text(i) for i in client.zrange(heartbeats_key(namespace), 0, -1)}
+        return Heartbeats(server_millis(client), frozenset(ids))
 
 
-def _worker_gate(transport: Transport, service: Service, since_ms: int) -> str | None:
+def _worker_gate(transport: Transport, service: Service, since: Heartbeats) -> str | None:
     if states(transport, [service])[service.unit] != "active":
         return None
     namespace = transport.host.dramatiq.namespace
     with open_redis(transport) as client:
-        fresh = int(client.zcount(heartbeats_key(namespace), since_ms, "+inf"))
-    return f"active, {fresh} fresh heartbeat(s)" if fresh else None
+        fresh = client.zrangebyscore(heartbeats_key(namespace), since.ms, "+inf")
+    new = [i for i in (_text(i) for i in fresh) if i not in since.ids]
+    return f"active, {len(new)} new heartbeat(s)" if new else None
+
+
+def _text(value: bytes | str) -> str:
+    return value.decode("utf-8", "replace") if isinstance(value, bytes) else value
 
 
 def _api_gate(transport: Transport) -> str | None:
