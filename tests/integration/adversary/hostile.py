@@ -49,6 +49,24 @@ def payload(tag: str) -> str:
     return f"id -u >> {PWNED}; echo {tag} >> {PWNED}.where"
 
 
+def plant_git_config(lab: Lab) -> None:
+    """What `zachot` can put in .git: every key that makes git run a command, and hooks."""
+    hook = f"#!/bin/sh\n{payload('hook')}\n"
+    attacker(
+        lab,
+        f"""
+        cd {REPO}
+        git config core.fsmonitor '{payload("fsmonitor")}; false'
+        git config core.pager '{payload("pager")}; cat'
+        git config diff.external '{payload("diff")}'
+        git config core.sshCommand '{payload("ssh")}; ssh'
+        for h in post-checkout post-merge reference-transaction pre-auto-gc; do
+            printf '%s' '{hook}' > .git/hooks/$h && chmod +x .git/hooks/$h
+        done
+        """,
+    )
+
+
 def ran_as_root(lab: Lab) -> list[str]:
     """Where attacker code ran with uid 0 (empty: it never did)."""
     said = lab.fleet.exec(lab.box, ["sh", "-c", f"paste -d' ' {PWNED} {PWNED}.where 2>/dev/null"])

@@ -24,6 +24,7 @@ from .hostile import (
     attacker,
     one_line_error,
     payload,
+    plant_git_config,
     prod7_lab,  # noqa: F401
     ran_as_root,
 )
@@ -36,24 +37,6 @@ MISSING = "1" * 40  # an object id no repo has
 
 def git_out(lab: Lab, *args: str) -> str:
     return attacker(lab, f"git -C {REPO} {' '.join(args)}").strip()
-
-
-def plant_git_config(lab: Lab) -> None:
-    """What `zachot` can put in .git: every key that makes git run a command, and hooks."""
-    hook = f"#!/bin/sh\n{payload('hook')}\n"
-    attacker(
-        lab,
-        f"""
-        cd {REPO}
-        git config core.fsmonitor '{payload("fsmonitor")}; false'
-        git config core.pager '{payload("pager")}; cat'
-        git config diff.external '{payload("diff")}'
-        git config core.sshCommand '{payload("ssh")}; ssh'
-        for h in post-checkout post-merge reference-transaction pre-auto-gc; do
-            printf '%s' '{hook}' > .git/hooks/$h && chmod +x .git/hooks/$h
-        done
-        """,
-    )
 
 
 def plant_lazy_fetch(lab: Lab) -> str:

@@ -20,7 +20,6 @@ from tests.integration.faults.lab import ENV, Lab, _lab
 
 from .hostile import (
     LOGS,
-    REPO,
     ROOT_ONLY,
     VENV,
     assert_no_secret,
@@ -28,6 +27,7 @@ from .hostile import (
     canary_state,
     env_secrets,
     payload,
+    plant_git_config,
     ran_as_root,
     setup_canaries,
 )
@@ -69,19 +69,11 @@ def hostile_box(fleet, tmp_path) -> Iterator[Lab]:
 
 def poison(lab: Lab) -> None:
     """Everything the service user can plant, all at once."""
-    hook = f"#!/bin/sh\n{payload('hook')}\n"
+    plant_git_config(lab)
     python = f'#!/bin/sh\n{payload("python")}\nexec "$(dirname "$0")/python3" "$@"\n'
     attacker(
         lab,
         f"""
-        cd {REPO}
-        git config core.fsmonitor '{payload("fsmonitor")}; false'
-        git config core.pager '{payload("pager")}; cat'
-        git config diff.external '{payload("diff")}'
-        git config core.sshCommand '{payload("ssh")}; ssh'
-        for h in post-checkout post-merge reference-transaction pre-auto-gc; do
-            printf '%s' '{hook}' > .git/hooks/$h && chmod +x .git/hooks/$h
-        done
         cd {VENV}/bin && rm -f python && printf '%s' '{python}' > python && chmod +x python
         printf 'ERROR evil \\033]0;pwned\\007 \\033[2J cleared\\n' >> {LOGS}/api.err
         ln -s {ROOT_ONLY} {LOGS}/stolen.log
