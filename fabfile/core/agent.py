@@ -260,15 +260,19 @@ def copy_bytes(fd, out):
         pump(src, out, h, CAP)
     return h.hexdigest()
 
+def mkdir_at(pfd, name):
+    # A new 0700 directory at pfd (its owner and mode are set later, on its own fd).
+    try:
+        os.mkdir(name, 0o700, dir_fd=pfd)
+        return True
+    except FileExistsError:
+        return False
+
 def private_dir(path):
     # backup_dir: root's own 0700 directory, made if absent; anything else is refused.
     pfd, pst, name = parent_dir(path)
     try:
-        try:
-            os.mkdir(name, 0o700, dir_fd=pfd)
-            made = True
-        except FileExistsError:
-            made = False
+        made = mkdir_at(pfd, name)
         try:
             fd = os.open(name, DIR, dir_fd=pfd)
         except OSError as e:
@@ -370,11 +374,7 @@ def op_mkdir(path, mode, owner, group, fix=""):
     uid, gid = ids(owner, group)
     pfd, _, name = parent_dir(path)
     try:
-        try:
-            os.mkdir(name, 0o700, dir_fd=pfd)
-            made = True
-        except FileExistsError:
-            made = False
+        made = mkdir_at(pfd, name)
         fd = os.open(name, DIR, dir_fd=pfd)
     finally:
         os.close(pfd)
