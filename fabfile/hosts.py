@@ -8,7 +8,7 @@ from .core import crypto, hostkeys, output
 from .core.errors import RemoteCommandError
 from .core.model import Host
 from .core.runner import confirm, guarded, load, run_per_host, target_hosts
-from .core.transport import Transport
+from .core.transport import Transport, scan_host_key
 
 
 @task(name="list")
@@ -82,7 +82,7 @@ def trust(c, yes=False):
 
     def work(host: Host) -> str:
         address, port = host.address or host.name, host.port or 22
-        key = hostkeys.scan_host_key(address, port, host.connect_timeout)
+        key = scan_host_key(address, port, host.connect_timeout)
         name = hostkeys.known_hosts_name(address, port)
         record_in = host.known_hosts or hostkeys.USER_KNOWN_HOSTS
         known = hostkeys.known_key(record_in, name, key.get_name())

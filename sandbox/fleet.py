@@ -12,6 +12,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from sandbox import box, gitrepo, keys, layers, load, network, preflight, serve, wan, wheelhouse
+from sandbox import s3 as s3server
 from sandbox.config import API_PORT, INVENTORY, SERVE_PORT, BoxSpec, Paths, fleet_specs
 from sandbox.image import ensure_base_image
 from sandbox.inventory import write_inventory
@@ -75,7 +76,8 @@ def up(extra_prod: int = 0, paths: Paths | None = None, log: Log = print) -> Pat
             # only check it is reachable; freshly booted boxes must be fully ready.
             wait_ready(paths, spec, services=spec in started)
         _start_load(paths, specs)
-        write_inventory(paths, specs, serve_urls(specs)[0])
+        s3 = s3server.restart(paths.root / "s3")  # the S3 off-site server (sandbox/s3.py)
+        write_inventory(paths, specs, serve_urls(specs)[0], s3_endpoint=s3.endpoint)
         _drop_unused_images(paths, lowers)
     return INVENTORY
 
@@ -209,6 +211,7 @@ def down(paths: Paths | None = None, log: Log = print) -> None:
             _remove_box(paths, spec)
         serve.stop_server(paths)
         wan.stop(paths)  # WAN mode's proxy, if on (sandbox/wan.py)
+        s3server.stop(paths.root / "s3")
         box.remove_nspawn_run_dirs()
         paths.fleet_file.unlink(missing_ok=True)
         INVENTORY.unlink(missing_ok=True)

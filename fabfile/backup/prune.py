@@ -12,6 +12,7 @@ from ..core import output
 from ..core.errors import UsageError
 from ..core.manifest import KINDS
 from ..core.model import Host
+from ..core.offsite_backend import has_offsite
 from ..core.prune import (
     LEFTOVER,
     KindPrune,
@@ -33,7 +34,7 @@ HELP = {
     "keep_monthly": "keep the newest of each of the last N months with a backup",
     "yes": "really delete; without it this is a dry run",
     "dry_run": "only show what would be pruned (the default)",
-    "offsite": "also the off-site copy, when backup.offsite_host is set (--no-offsite: not)",
+    "offsite": "also the off-site copy, when the inventory names one (--no-offsite: not)",
     "json": "the decisions as JSON (what is kept or dropped, where, and why)",
 }
 Row = tuple[str, str, str, str, str]  # kind, backup, created, action, why
@@ -166,7 +167,7 @@ def prune(
             server = prune_server_safely(host, apply=apply, sudo_password=password)
             _show_server(host, server, apply=apply)
             detail += f"; server: {len(server.forget)} {verb}"
-        if offsite and host.backup.offsite_host:
+        if offsite and has_offsite(host):
             # What the store keeps stays off-site too: replicate would only send it again.
             kept = {r.kind: {d.id for d in r.decisions if d.keep} for r in results}
             remote = prune_offsite_host(

@@ -3,17 +3,19 @@
 A host must be in the user's known_hosts or in the file the inventory names.
 'accept-new' (opt-in per inventory) records a first-seen key, like OpenSSH's
 StrictHostKeyChecking=accept-new; a changed key is refused under every policy.
+
+Part of the transport layer's machinery (policies and known_hosts files, all local):
+connecting, the host-key scan of hosts.trust included, is transport.py's.
 """
 
 from __future__ import annotations
 
 import os
-import socket
 from pathlib import Path
 
 import paramiko
 
-from .errors import ConnectError, HostKeyError
+from .errors import HostKeyError
 from .model import Host
 
 USER_KNOWN_HOSTS = Path("~/.ssh/known_hosts").expanduser()
@@ -82,22 +84,6 @@ def changed_key_error(host: Host, exc: paramiko.BadHostKeyException) -> HostKeyE
         f"{describe(exc.expected_key)}; if the box was rebuilt, remove the old entry "
         f"(ssh-keygen -R {exc.hostname!s}) and {trust_hint(host)}"
     )
-
-
-def scan_host_key(address: str, port: int, timeout: float) -> paramiko.PKey:
-    """Fetch a server's host key without authenticating or running anything."""
-    try:
-        sock = socket.create_connection((address, port), timeout=timeout)
-    except OSError as exc:
-        raise ConnectError(f"cannot reach {address}:{port}: {exc.strerror or exc}") from exc
-    transport = paramiko.Transport(sock)
-    try:
-        transport.start_client(timeout=timeout)
-        return transport.get_remote_server_key()
-    except paramiko.SSHException as exc:
-        raise ConnectError(f"SSH handshake with {address}:{port} failed: {exc}") from exc
-    finally:
-        transport.close()
 
 
 def append_known_host(path: Path, name: str, key: paramiko.PKey) -> None:

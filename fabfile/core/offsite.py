@@ -1,15 +1,14 @@
-"""The off-site copy: the local store mirrored to a second box over SFTP (the vault).
+"""The off-site copy's decisions: what to send, what is intact, for backup.replicate,
+backup.verify and status; written once against offsite_backend.Backend (the SFTP vault
+or an S3 bucket: "the vault" below means either).
 
 Layout there is the store's: ``<offsite_dir>/<host>/<kind>/<id>/`` with the
-backup's own files and its manifest.json, relative to the SFTP login directory.
-The vault is SFTP-only (no exec, often chrooted), so everything here is SFTP
-requests: listings to see what is there, uploads, and checks by reading files
-back and hashing them.
+backup's own files and its manifest.json.
 
 A backup is complete on the vault exactly when its manifest.json is there. Each
-file goes up under a temporary name, is read back and hashed, and only then is
-renamed into place (posix-rename); the manifest goes last. An interrupted run
-leaves a backup without a manifest, which the next run finishes.
+file is verified before it appears under its name (the back end's job); the
+manifest goes last. An interrupted run leaves a backup without a manifest, which
+the next run finishes.
 
 A far vault costs a round trip per request, and listing one backup takes several,
 so what the vault holds is read from one file, ``<offsite_dir>/<host>/index.json``
@@ -19,38 +18,27 @@ whether the vault holds 5 backups or 5000.
 
 from __future__ import annotations
 
-import contextlib
 import hashlib
-import io
 import json
 import posixpath
 import re
-import secrets
-import stat
 from collections import Counter
-from collections.abc import Callable, Iterator, Sequence
-from dataclasses import dataclass, field, replace
+from collections.abc import Callable, Sequence
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
-from typing import BinaryIO
-
-import paramiko
 
 from . import crypto, output
-from .errors import StoreError, TransferError, UsageError, ZachotError
+from .errors import StoreError, TransferError, ZachotError
 from .manifest import KINDS, MANIFEST_NAME, Manifest, id_sort_key, is_backup_id, is_file_name
 from .model import Host
+from .offsite_backend import INDEX_NAME, Backend, RemoteBackup, Upload, grouped, has_offsite
 from .runner import Outcome, failed
 from .store import BackupRef, Store
-from .transport import IDLE_TIMEOUT, Transport
 
-CHUNK = 1 << 20
-TEMP_MARK = ".part-"  # ".<name>.part-<hex>": an upload not yet renamed into place
 MAX_REMOTE_MANIFEST = 64 * 1024 * 1024
-INDEX_NAME = "index.json"
 INDEX_FORMAT = 1
 MAX_INDEX = 256 * 1024 * 1024
 SHA256_RE = re.compile(r"[0-9a-f]{64}", re.ASCII)
-SFTP_ERRORS = (OSError, EOFError, paramiko.SSHException, paramiko.SFTPError)
 REFUSED = (
     "not encrypted: {kind} backups go off-site only age-encrypted; set backup.age_recipients "
     "in the inventory and run fab backup.{kind} (this backup stays local)"
@@ -58,20 +46,6 @@ REFUSED = (
 PLAIN_ALLOWED = "; or list {kind} in backup.offsite_plain to send it unencrypted"
 
 SUPERSEDED = "not encrypted, and a newer encrypted backup goes off-site instead; prune it"
-
-
-@dataclass(frozen=True)
-class RemoteBackup:
-    """What one backup directory on the vault holds."""
-
-    files: dict[str, int]  # regular file name -> size
-    temps: tuple[str, ...] = ()  # leftovers of interrupted uploads
-    # name -> sha256 of the bytes on the vault, as the index records them (none from a listing)
-    sha256: dict[str, str] = field(default_factory=dict)
-
-    @property
-    def complete(self) -> bool:
-        return MANIFEST_NAME in self.files
 
 
 @dataclass(frozen=True)
@@ -100,221 +74,7 @@ class OffsiteState:
     detail: str
 
 
-@dataclass(frozen=True)
-class _Upload:
-    name: str
-    local: Path
-    size: int
-    sha256: str
-    data: bytes | None = None  # sent instead of the local file's bytes (the off-site manifest)
-
-    def open(self) -> BinaryIO:
-        return io.BytesIO(self.data) if self.data is not None else open_local(self.local)
-
-
-class Vault:
-    """An open SFTP session to the off-site box, through the project's verified Transport."""
-
-    def __init__(self, host: Host, sftp: paramiko.SFTPClient) -> None:
-        self.host, self.sftp = host, sftp
-        self.name = host.name
-
-    @classmethod
-    @contextlib.contextmanager
-    def open(cls, host: Host) -> Iterator[Vault]:
-        with Transport(host) as transport:
-            try:
-                sftp = transport.connection.sftp()
-            except SFTP_ERRORS as exc:
-                raise TransferError(
-                    f"{host.name}: no SFTP session ({exc or type(exc).__name__}); "
-                    "the off-site box must allow the sftp subsystem"
-                ) from None
-            # A dead link must fail, not hang: no SFTP reply for this long ends the run.
-            sftp.get_channel().settimeout(IDLE_TIMEOUT)
-            yield cls(host, sftp)
-
-    def alive(self) -> bool:
-        transport = self.sftp.get_channel().get_transport()
-        return transport is not None and transport.is_active()
-
-    def fail(self, path: str, exc: BaseException) -> TransferError:
-        if isinstance(exc, EOFError) or not self.alive():  # paramiko's word for a dead link
-            why = "connection lost"
-        else:
-            why = getattr(exc, "strerror", None) or str(exc) or type(exc).__name__
-        return TransferError(f"{self.name}: {path}: {why}")
-
-    def listdir(self, path: str) -> list[paramiko.SFTPAttributes]:
-        try:
-            return sorted(self.sftp.listdir_attr(path), key=lambda a: a.filename)
-        except FileNotFoundError:
-            return []
-        except SFTP_ERRORS as exc:
-            raise self.fail(path, exc) from None
-
-    def makedirs(self, path: str) -> None:
-        """mkdir -p, each new directory 0700 (backups hold secrets). A new backup's directory
-        under an existing one costs one request, not one per path component."""
-        try:
-            self.sftp.mkdir(path, 0o700)
-            return
-        except SFTP_ERRORS as exc:  # it exists, or its parent does not
-            first = exc
-        try:
-            if stat.S_ISDIR(self.sftp.stat(path).st_mode):
-                return
-            raise TransferError(f"{self.name}: {path} exists and is not a directory")
-        except FileNotFoundError:
-            pass
-        except SFTP_ERRORS as exc:
-            raise self.fail(path, exc) from None
-        parent = posixpath.dirname(path)
-        if parent in ("", "/", path):
-            raise self.fail(path, first)
-        self.makedirs(parent)
-        try:
-            self.sftp.mkdir(path, 0o700)
-        except SFTP_ERRORS as exc:
-            raise self.fail(path, exc) from None
-
-    def probe(self, path: str) -> RemoteBackup | None:
-        """What one backup directory holds (one listing), or None if there is none."""
-        try:
-            entries = self.sftp.listdir_attr(path)
-        except FileNotFoundError:
-            return None
-        except SFTP_ERRORS as exc:
-            raise self.fail(path, exc) from None
-        files: dict[str, int] = {}
-        temps: list[str] = []
-        for item in sorted(entries, key=lambda a: a.filename):
-            if item.filename.startswith(".") and TEMP_MARK in item.filename:
-                temps.append(item.filename)
-            elif stat.S_ISREG(item.st_mode or 0):
-                files[item.filename] = item.st_size or 0
-        return RemoteBackup(files, tuple(temps))
-
-    def sha256(self, path: str, size: int, label: str) -> str:
-        """Read a file back and hash it: SFTP has no exec, so this is how we check."""
-        digest = hashlib.sha256()
-        try:
-            with self.sftp.open(path, "rb") as handle, output.progress(label, size) as advance:
-                handle.prefetch(size)  # unbounded prefetch: bounded is ~5 MB/s (FACTS.md)
-                while block := handle.read(CHUNK):
-                    digest.update(block)
-                    advance(len(block))
-        except SFTP_ERRORS as exc:
-            raise self.fail(path, exc) from None
-        return digest.hexdigest()
-
-    def read_small(self, path: str, limit: int) -> bytes:
-        try:
-            return self._read(path, limit)
-        except SFTP_ERRORS as exc:
-            raise self.fail(path, exc) from None
-
-    def read_optional(self, path: str, limit: int) -> bytes | None:
-        """read_small, or None when the file is not there."""
-        try:
-            return self._read(path, limit)
-        except FileNotFoundError:
-            return None
-        except SFTP_ERRORS as exc:
-            raise self.fail(path, exc) from None
-
-    def _read(self, path: str, limit: int) -> bytes:
-        """A whole file in three requests however long it is: its size, then every block
-        asked for at once (prefetch), not one round trip per 32 KiB."""
-        with self.sftp.open(path, "rb") as handle:
-            size = handle.stat().st_size or 0
-            if size > limit:
-                raise TransferError(f"{self.name}: {path}: larger than {limit} bytes")
-            if not size:
-                return b""
-            handle.prefetch(size)
-            return handle.read(size)
-
-    def upload(self, item: _Upload, directory: str, label: str) -> None:
-        """tmp name -> read back and hash -> posix-rename; nothing half-sent under its name."""
-        final = posixpath.join(directory, item.name)
-        tmp = posixpath.join(directory, f".{item.name}{TEMP_MARK}{secrets.token_hex(4)}")
-        try:
-            sent = self._write(item, tmp, label)
-            if sent != item.sha256:
-                raise StoreError(
-                    f"{item.local}: does not match its manifest; the store is damaged "
-                    "(run fab backup.verify); not sent"
-                )
-            size = self.sftp.stat(tmp).st_size
-            if size != item.size:
-                raise TransferError(f"{self.name}: {final}: {size} bytes arrived of {item.size}")
-            if self.sha256(tmp, item.size, f"check {label}") != item.sha256:
-                raise TransferError(f"{self.name}: {final}: checksum differs after upload")
-            self.sftp.posix_rename(tmp, final)
-        except SFTP_ERRORS as exc:
-            self._remove_quietly(tmp)
-            raise self.fail(final, exc) from None
-        except BaseException:
-            self._remove_quietly(tmp)
-            raise
-
-    def _write(self, item: _Upload, tmp: str, label: str) -> str:
-        digest = hashlib.sha256()
-        with (
-            item.open() as src,
-            self.sftp.open(tmp, "wbx") as dst,
-            output.progress(label, item.size) as advance,
-        ):
-            dst.chmod(0o600)  # before any byte is written
-            dst.set_pipelined(True)
-            while block := src.read(CHUNK):
-                digest.update(block)
-                dst.write(block)
-                advance(len(block))
-        return digest.hexdigest()
-
-    def remove(self, path: str) -> None:
-        try:
-            self.sftp.remove(path)
-        except FileNotFoundError:
-            pass
-        except SFTP_ERRORS as exc:
-            raise self.fail(path, exc) from None
-
-    def remove_dir(self, path: str) -> None:
-        """rmdir (backup.prune, once the directory's files are gone); gone already is fine."""
-        try:
-            self.sftp.rmdir(path)
-        except FileNotFoundError:
-            pass
-        except SFTP_ERRORS as exc:
-            raise self.fail(path, exc) from None
-
-    def _remove_quietly(self, path: str) -> None:
-        with contextlib.suppress(*SFTP_ERRORS):
-            self.sftp.remove(path)
-
-
-def open_local(path: Path) -> BinaryIO:
-    """The local bytes to send (a seam: tests make it fail mid-upload)."""
-    return path.open("rb")
-
-
 # -- where things are -------------------------------------------------------------------
-
-
-def vault_for(host: Host, find: Callable[[str], Host]) -> Host:
-    """The inventory host that keeps `host`'s off-site copy (find: Inventory.host)."""
-    name = host.backup.offsite_host
-    if not name:
-        raise UsageError(
-            f"{host.name}: no off-site box; set backup.offsite_host in the inventory "
-            "to the name of an SFTP host"
-        )
-    if name == host.name:
-        raise UsageError(f"{host.name}: backup.offsite_host names the host itself")
-    return find(name)
 
 
 def remote_base(host: Host) -> str:
@@ -325,15 +85,15 @@ def backup_dir(host: Host, kind: str, backup_id: str) -> str:
     return posixpath.join(remote_base(host), kind, backup_id)
 
 
-def list_remote(vault: Vault, host: Host) -> dict[tuple[str, str], RemoteBackup]:
+def list_remote(vault: Backend, host: Host) -> dict[tuple[str, str], RemoteBackup]:
     """(kind, id) -> what the vault holds for that backup of `host`, from listings: several
     requests per backup, so only to rebuild the index (Index)."""
     found: dict[tuple[str, str], RemoteBackup] = {}
     for kind in KINDS:
-        for entry in vault.listdir(posixpath.join(remote_base(host), kind)):
-            if is_backup_id(entry.filename) and stat.S_ISDIR(entry.st_mode or 0):
-                there = vault.probe(backup_dir(host, kind, entry.filename))
-                found[(kind, entry.filename)] = there or RemoteBackup({})
+        for name in vault.list_dirs(posixpath.join(remote_base(host), kind)):
+            if is_backup_id(name):
+                there = vault.probe(backup_dir(host, kind, name))
+                found[(kind, name)] = there or RemoteBackup({})
     return found
 
 
@@ -389,7 +149,7 @@ def index_path(host: Host) -> str:
     return posixpath.join(remote_base(host), INDEX_NAME)
 
 
-def read_index(vault: Vault, host: Host) -> Index:
+def read_index(vault: Backend, host: Host) -> Index:
     """The vault's index of `host` in one read; an empty one with .problem if unusable."""
     data = vault.read_optional(index_path(host), MAX_INDEX)
     if data is None:
@@ -423,7 +183,7 @@ def _parse_index(data: dict, host: str) -> dict[tuple[str, str], RemoteBackup]:
     return found
 
 
-def load_index(vault: Vault, host: Host, *, rebuild: bool = False) -> Index:
+def load_index(vault: Backend, host: Host, *, rebuild: bool = False) -> Index:
     """read_index, rebuilt from listings when it is missing or unreadable (or asked to):
     slow on a far link, so said so. The caller writes it back with save_index."""
     index = read_index(vault, host)
@@ -438,10 +198,10 @@ def load_index(vault: Vault, host: Host, *, rebuild: bool = False) -> Index:
     return Index(host.name, complete, index.problem, listing, changed=changed)
 
 
-def save_index(vault: Vault, host: Host, index: Index) -> None:
+def save_index(vault: Backend, host: Host, index: Index) -> None:
     """Write the index under a temporary name and rename it into place."""
     data = index.to_json()
-    item = _Upload(INDEX_NAME, Path(INDEX_NAME), len(data), _sha256(data), data)
+    item = Upload(INDEX_NAME, Path(INDEX_NAME), len(data), _sha256(data), data)
     vault.upload(item, remote_base(host), f"index of {host.name}")
     index.changed = False
 
@@ -476,12 +236,12 @@ def _differences(there: RemoteBackup, expected: dict[str, tuple[int, str]]) -> l
     return problems
 
 
-def _locate(vault: Vault, host: Host, index: Index, key: tuple[str, str]) -> RemoteBackup | None:
+def _locate(vault: Backend, host: Host, index: Index, key: tuple[str, str]) -> RemoteBackup | None:
     """What the vault holds for one backup: the index's word, else _listed."""
     return index.backups[key] if key in index.backups else _listed(vault, host, index, key)
 
 
-def _listed(vault: Vault, host: Host, index: Index, key: tuple[str, str]) -> RemoteBackup | None:
+def _listed(vault: Backend, host: Host, index: Index, key: tuple[str, str]) -> RemoteBackup | None:
     """What one backup's directory holds: the rebuild's listing, else a listing of that one
     directory (one request per backup the index lacks: new ones, interrupted ones)."""
     if index.listing is not None:
@@ -501,16 +261,16 @@ def index_of(host: str, refs: Sequence[BackupRef]) -> bytes:
     return Index(host, {(ref.kind, ref.id): _entry(ref) for ref in refs}).to_json()
 
 
-def uploads(store: Store, ref: BackupRef) -> list[_Upload]:
+def uploads(store: Store, ref: BackupRef) -> list[Upload]:
     """The files that make `ref` on the vault: the bytes it holds, then its manifest."""
     data = offsite_manifest(ref)
     items = [
-        _Upload(name, store.file_path(ref, name), size, sha)
+        Upload(name, store.file_path(ref, name), size, sha)
         for name, (size, sha) in _expected(ref).items()
         if name != MANIFEST_NAME
     ]
     manifest = ref.path / MANIFEST_NAME
-    items.append(_Upload(MANIFEST_NAME, manifest, len(data), _sha256(data), data))
+    items.append(Upload(MANIFEST_NAME, manifest, len(data), _sha256(data), data))
     return items
 
 
@@ -534,7 +294,7 @@ def unencrypted(ref: BackupRef, host: Host) -> str | None:
 
 
 def replicate(
-    host: Host, vault: Vault, *, dry_run: bool = False, rescan: bool = False
+    host: Host, vault: Backend, *, dry_run: bool = False, rescan: bool = False
 ) -> list[Row]:
     """Send every backup of `host` the vault lacks, oldest first (holders before references).
 
@@ -568,7 +328,7 @@ def replicate(
 
 
 def _replicate_one(
-    store: Store, host: Host, vault: Vault, ref: BackupRef, index: Index, dry_run: bool
+    store: Store, host: Host, vault: Backend, ref: BackupRef, index: Index, dry_run: bool
 ) -> Row:
     def row(action: str, result: str, ok: bool, detail: str = "") -> Row:
         return Row(ref.host, ref.kind, ref.id, action, result, ok, detail)
@@ -608,7 +368,7 @@ def _replicate_one(
 
 
 def _send(
-    vault: Vault, directory: str, there: RemoteBackup | None, items: list[_Upload], ref: BackupRef
+    vault: Backend, directory: str, there: RemoteBackup | None, items: list[Upload], ref: BackupRef
 ) -> None:
     if there is not None and there.complete:
         # Repair: stop it looking complete while its files are replaced.
@@ -628,19 +388,17 @@ def replicate_hosts(
     dry_run: bool = False,
     rescan: bool = False,
     verbose: bool = False,
+    as_json: bool = False,
 ) -> list[Outcome]:
-    """backup.replicate for several hosts: one connection per vault, one table, outcomes."""
+    """backup.replicate for several hosts: one session per off-site store, one table (or
+    every row as JSON), outcomes."""
     outcomes: dict[str, Outcome] = {}
     rows: list[Row] = []
-    by_vault: dict[str, list[Host]] = {}
-    for host in hosts:
+    by_vault, errors = grouped(hosts, find)
+    outcomes.update({name: failed(name, exc) for name, exc in errors.items()})
+    for where, members in by_vault.values():
         try:
-            by_vault.setdefault(vault_for(host, find).name, []).append(host)
-        except ZachotError as exc:
-            outcomes[host.name] = failed(host.name, exc)
-    for vault_name, members in by_vault.items():
-        try:
-            with Vault.open(find(vault_name)) as vault:
+            with where.open() as vault:
                 for host in members:
                     try:
                         host_rows = replicate(host, vault, dry_run=dry_run, rescan=rescan)
@@ -652,6 +410,9 @@ def replicate_hosts(
         except Exception as exc:  # the vault itself: every host still waiting gets its row
             for host in members:
                 outcomes.setdefault(host.name, failed(host.name, exc))
+    if as_json:
+        output.emit_json([{**asdict(r), "dry_run": dry_run} for r in rows])
+        return [outcomes[host.name] for host in hosts]
     title = f"backup.replicate to {', '.join(by_vault) or 'no vault'}"
     output.table(
         title + (" (dry run, nothing sent)" if dry_run else ""),
@@ -690,7 +451,7 @@ def _outcome(host: Host, rows: list[Row]) -> Outcome:
 # -- off-site status (for backup.verify) ------------------------------------------------
 
 
-def offsite_status(host: Host, vault: Vault, *, deep: bool = True) -> list[OffsiteState]:
+def offsite_status(host: Host, vault: Backend, *, deep: bool = True) -> list[OffsiteState]:
     """Every backup of `host`, local or on the vault: is the vault's copy there and intact?
 
     deep reads every file back and compares its sha256 with the manifest (its requests
@@ -707,7 +468,7 @@ def offsite_status(host: Host, vault: Vault, *, deep: bool = True) -> list[Offsi
 
 
 def check_backup(
-    vault: Vault,
+    vault: Backend,
     host: Host,
     index: Index,
     key: tuple[str, str],
@@ -740,7 +501,7 @@ def check_backup(
 
 
 def _remote_problems(
-    vault: Vault,
+    vault: Backend,
     host: Host,
     index: Index,
     key: tuple[str, str],
@@ -781,7 +542,7 @@ def _remote_problems(
 
 
 def _holder_problems(
-    vault: Vault, host: Host, index: Index, kind: str, name: str, holder_id: str
+    vault: Backend, host: Host, index: Index, kind: str, name: str, holder_id: str
 ) -> list[str]:
     try:
         holder = _locate(vault, host, index, (kind, holder_id))
@@ -801,35 +562,39 @@ def _message(exc: BaseException) -> str:
 def newest_offsite(
     hosts: Sequence[Host], find: Callable[[str], Host], kinds: Sequence[str] = KINDS
 ) -> list[OffsiteState]:
-    """For backup.verify: is the newest local backup of each kind intact off-site?
+    """For backup.verify: is the newest local backup of each kind intact off-site? And can
+    this machine's age identity read that copy (a warning if not: offsite_identity)?
 
     Hosts without an off-site box are left out; a vault that cannot be reached
     gives one failed row per host, so the table and the exit code say so.
     """
+    from .offsite_identity import identity_problem  # (it imports this module)
+
     states: list[OffsiteState] = []
-    by_vault: dict[str, list[Host]] = {}
-    for host in hosts:
-        if host.backup.offsite_host:
-            by_vault.setdefault(vault_for(host, find).name, []).append(host)
-    for vault_name, members in by_vault.items():
+    by_vault, errors = grouped([h for h in hosts if has_offsite(h)], find)
+    states += [OffsiteState(name, "-", "-", True, "unusable", False, exc.message)
+               for name, exc in errors.items()]  # fmt: skip
+    for where, members in by_vault.values():
         try:
-            with Vault.open(find(vault_name)) as vault:
+            with where.open() as vault:
                 for host in members:
-                    states += _newest(host, vault, kinds)
+                    index = read_index(vault, host)
+                    states += _newest(host, vault, kinds, index)
+                    if problem := identity_problem(vault, host, index):
+                        output.warn(problem)
         except ZachotError as exc:
             states += [OffsiteState(h.name, "-", "-", True, "unreachable", False, exc.message)
                        for h in members]  # fmt: skip
     return states
 
 
-def _newest(host: Host, vault: Vault, kinds: Sequence[str]) -> list[OffsiteState]:
+def _newest(host: Host, vault: Backend, kinds: Sequence[str], index: Index) -> list[OffsiteState]:
     """The newest local backup of each kind, read back from the vault, with the older ones
     it refers to (a newest backup is only as good as their copies): the index in one read,
     then a few requests per backup read, however many the vault holds."""
     local = {(ref.kind, ref.id): ref for ref in Store(host.store.path).list(host.name)}
     newest = {kind: ref for (kind, _), ref in local.items() if kind in kinds}  # oldest first
     wanted = {(ref.kind, i) for ref in newest.values() for i in {ref.id, *ref.references()}}
-    index = read_index(vault, host)
     if index.problem and wanted:
         output.warn(f"{index.problem}; fab backup.replicate writes it")
     return [

@@ -23,7 +23,6 @@ from __future__ import annotations
 import contextlib
 import posixpath
 import re
-import stat
 from collections.abc import Callable, Collection, Iterator, Mapping, Sequence
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime
@@ -37,13 +36,12 @@ from .model import Host
 from .offsite import (
     MAX_REMOTE_MANIFEST,
     Index,
-    Vault,
     backup_dir,
     load_index,
     remote_base,
     save_index,
-    vault_for,
 )
+from .offsite_backend import Backend, open_offsite
 from .retention import Decision, Policy, Snapshot, apply_policy, protect
 from .store import BackupRef, Store
 from .transport import Transport
@@ -214,7 +212,7 @@ def offsite_pins(store: Store, host: str, kind: str, ids: Collection[str]) -> di
 
 def prune_offsite(
     host: Host,
-    vault: Vault,
+    vault: Backend,
     policy: Policy,
     *,
     kinds: Sequence[str] = KINDS,
@@ -241,7 +239,7 @@ def prune_offsite(
 
 
 def _survey(
-    vault: Vault, host: Host, index: Index, kind: str, local: Mapping[str, BackupRef]
+    vault: Backend, host: Host, index: Index, kind: str, local: Mapping[str, BackupRef]
 ) -> tuple[list[str], tuple[str, ...]]:
     """(complete backups, leftovers) of one kind on the vault: the index, plus one listing
     of the kind's directory for what the index does not know. Such a directory that is
@@ -250,10 +248,8 @@ def _survey(
     if index.listing is not None:  # just rebuilt from a full listing
         names = [i for k, i in index.listing if k == kind]
     else:
-        entries = vault.listdir(posixpath.join(remote_base(host), kind))
-        names = [
-            e.filename for e in entries if is_backup_id(e.filename) and stat.S_ISDIR(e.st_mode or 0)
-        ]
+        entries = vault.list_dirs(posixpath.join(remote_base(host), kind))
+        names = [name for name in entries if is_backup_id(name)]
     complete = [i for k, i in index.backups if k == kind]
     leftovers = []
     for backup_id in names:
@@ -271,7 +267,7 @@ def _survey(
 
 
 def _delete_all(
-    vault: Vault, host: Host, index: Index, results: list[OffsitePrune]
+    vault: Backend, host: Host, index: Index, results: list[OffsitePrune]
 ) -> list[OffsitePrune]:
     """Drop what goes from the vault's index and write it (the index never lists a
     backup that is being deleted), then delete kind by kind; stop at the first failure."""
@@ -294,7 +290,7 @@ def _delete_all(
     return done
 
 
-def _read_manifest(vault: Vault, host: Host, kind: str, backup_id: str) -> Manifest:
+def _read_manifest(vault: Backend, host: Host, kind: str, backup_id: str) -> Manifest:
     path = posixpath.join(backup_dir(host, kind, backup_id), MANIFEST_NAME)
     try:
         text = vault.read_small(path, MAX_REMOTE_MANIFEST).decode("utf-8", "replace")
@@ -306,26 +302,21 @@ def _read_manifest(vault: Vault, host: Host, kind: str, backup_id: str) -> Manif
         ) from None
 
 
-def _delete_offsite(vault: Vault, host: Host, result: OffsitePrune) -> OffsitePrune:
+def _delete_offsite(vault: Backend, host: Host, result: OffsitePrune) -> OffsitePrune:
     """Leftovers, then forgotten backups newest first (a referrer before what it uses)."""
     deleted: list[str] = []
     for backup_id in [*result.leftovers, *(d.id for d in result.forget)]:
         try:
-            _delete_remote(vault, backup_dir(host, result.kind, backup_id))
+            directory = backup_dir(host, result.kind, backup_id)
+            if until := vault.locked_until(directory):
+                why = f"stopped at {result.kind} {backup_id}: locked until {until} (Object Lock)"
+                return replace(result, deleted=tuple(deleted), error=why)
+            vault.delete_backup(directory)
         except ZachotError as exc:
             why = f"stopped at {result.kind} {backup_id}: {exc.message}; run it again to finish"
             return replace(result, deleted=tuple(deleted), error=why)
         deleted.append(backup_id)
     return replace(result, deleted=tuple(deleted))
-
-
-def _delete_remote(vault: Vault, directory: str) -> None:
-    # The manifest first: from here on the backup is incomplete, so nothing counts on it.
-    vault.remove(posixpath.join(directory, MANIFEST_NAME))
-    there = vault.probe(directory)  # what is really there, upload leftovers included
-    for name in [*sorted(there.files), *there.temps] if there else ():
-        vault.remove(posixpath.join(directory, name))
-    vault.remove_dir(directory)
 
 
 def prune_offsite_host(
@@ -345,7 +336,7 @@ def prune_offsite_host(
         else contextlib.nullcontext()
     )
     try:
-        with lock, Vault.open(vault_for(host, find)) as vault:
+        with lock, open_offsite(host, find) as vault:
             return prune_offsite(
                 host, vault, policy, kinds=kinds, local_kept=local_kept, apply=apply
             )

@@ -24,7 +24,8 @@ from datetime import UTC, datetime
 from .errors import LockHeldError, UsageError, ZachotError
 from .manifest import KINDS, id_sort_key
 from .model import Host
-from .offsite import Index, Vault, check_backup, read_index, vault_for
+from .offsite import Index, check_backup, read_index
+from .offsite_backend import Backend, has_offsite, open_offsite
 from .store import BackupRef, ReadBack, ReadBackKey, Store
 from .verify import verify_backup
 
@@ -140,7 +141,7 @@ def rolling_read_back(
 def _read_one(
     store: Store,
     host: Host,
-    vault: Vault | None,
+    vault: Backend | None,
     index: Index | None,
     candidate: Candidate,
     local: Mapping[tuple[str, str], BackupRef],
@@ -179,19 +180,19 @@ def _locked(store: Store, host: Host) -> Iterator[None]:
 @contextlib.contextmanager
 def _vault(
     host: Host, find: Callable[[str], Host], rows: list[ReadBackRow]
-) -> Iterator[Vault | None]:
+) -> Iterator[Backend | None]:
     """The host's vault session, or None (no off-site box, or unreachable: a failed row)."""
     with contextlib.ExitStack() as stack:
         vault = None
         try:
-            if host.backup.offsite_host:
-                vault = stack.enter_context(Vault.open(vault_for(host, find)))
+            if has_offsite(host):
+                vault = stack.enter_context(open_offsite(host, find))
         except ZachotError as exc:  # only the opening: the body's errors are its own
             rows.append(ReadBackRow(host.name, "offsite", "-", "-", 0, False, exc.message))
         yield vault
 
 
-def _index(vault: Vault | None, host: Host, rows: list[ReadBackRow]) -> Index | None:
+def _index(vault: Backend | None, host: Host, rows: list[ReadBackRow]) -> Index | None:
     """The vault's index of `host` (one read), or None: no vault, or no usable index."""
     if vault is None:
         return None

@@ -17,8 +17,6 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 from urllib.parse import parse_qs, unquote, urlsplit
 
-import paramiko
-
 from . import secrets
 from .errors import UsageError, ZachotError
 from .transport import Transport
@@ -27,8 +25,6 @@ if TYPE_CHECKING:  # the client library loads only when a task talks to Redis
     import redis
 
 DEFAULT_PORT = 6379
-# direct-tcpip open failures (RFC 4254 §5.1)
-_PROHIBITED, _CONNECT_FAILED = 1, 2
 
 
 class RedisUnavailable(ZachotError):
@@ -218,27 +214,23 @@ def explain(exc: Exception, where: str, timeout: float) -> RedisUnavailable:
 def _probe(transport: Transport, target: RedisTarget, where: str, timeout: float) -> None:
     """Open one direct-tcpip channel first: inside the tunnel a refused channel is only a
     closed connection to the client, so find out here, quickly and clearly."""
-    try:
-        channel = transport.direct_channel(target.host, target.port, timeout=timeout)
-    except paramiko.ChannelException as exc:
-        if exc.code == _PROHIBITED:
-            user = transport.connection.user
-            raise RedisUnavailable(
-                f"{where}: sshd refuses port forwarding; allow it for {user!r} "
-                "(AllowTcpForwarding yes)"
-            ) from None
-        if exc.code == _CONNECT_FAILED:
-            unit = transport.host.redis.unit
-            raise RedisUnavailable(
-                f"{where} does not answer PING: connection refused on the server; "
-                f"is {unit} running?"
-            ) from None
-        raise RedisUnavailable(f"{where} does not answer PING: {exc.text}") from None
-    except (paramiko.SSHException, EOFError, OSError) as exc:
-        if transport.is_open:  # sshd could not reach Redis in time
-            raise RedisUnavailable(f"{where} does not answer PING: {exc}") from None
-        raise RedisUnavailable(f"{where}: SSH connection lost: {exc}") from None
-    channel.close()
+    problem = transport.probe_forward(target.host, target.port, timeout=timeout)
+    if problem is None:
+        return
+    why, text = problem
+    if why == "prohibited":
+        user = transport.connection.user
+        raise RedisUnavailable(
+            f"{where}: sshd refuses port forwarding; allow it for {user!r} (AllowTcpForwarding yes)"
+        )
+    if why == "refused":
+        unit = transport.host.redis.unit
+        raise RedisUnavailable(
+            f"{where} does not answer PING: connection refused on the server; is {unit} running?"
+        )
+    if why == "link" and not transport.is_open:
+        raise RedisUnavailable(f"{where}: SSH connection lost: {text}")
+    raise RedisUnavailable(f"{where} does not answer PING: {text}")  # incl. sshd's timeout
 
 
 def _client(target: RedisTarget, path: str, timeout: float) -> redis.Redis:
@@ -254,6 +246,8 @@ def _client(target: RedisTarget, path: str, timeout: float) -> redis.Redis:
         "socket_timeout": timeout,
         "socket_connect_timeout": timeout,
         "retry": Retry(NoBackoff(), 0),  # errors should be fast; callers retry if they want
+        # No CLIENT SETINFO on connect: two round trips through the tunnel, for a name.
+        "driver_info": None,
     }
     if target.tls:
         # TLS inside the tunnel; the certificate names the server, not our end of it.

@@ -26,7 +26,7 @@ from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager, suppress
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, BinaryIO
+from typing import Any, BinaryIO, Generic, TypeVar
 
 import paramiko
 from fabric import Config, Connection
@@ -49,6 +49,8 @@ TUNNEL_POLL = 0.1  # seconds; how soon a tunnel's threads notice it is closing
 LINK_SETTLE = 2.0  # seconds to let paramiko notice a dead link it half-noticed
 GCM_FIRST = ("aes128-gcm@openssh.com", "aes256-gcm@openssh.com")
 
+T = TypeVar("T")
+
 
 def _gcm_first_transport(sock: Any, **kwargs: Any) -> paramiko.Transport:
     # paramiko ranks AES-GCM last; on 2 vCPU it is the fastest cipher by far.
@@ -57,6 +59,22 @@ def _gcm_first_transport(sock: Any, **kwargs: Any) -> paramiko.Transport:
     preferred = tuple(c for c in GCM_FIRST if c in opts.ciphers)
     opts.ciphers = preferred + tuple(c for c in opts.ciphers if c not in preferred)
     return transport
+
+
+def scan_host_key(address: str, port: int, timeout: float) -> paramiko.PKey:
+    """A server's host key, for hosts.trust: no authentication, nothing run there."""
+    try:
+        sock = socket.create_connection((address, port), timeout=timeout)
+    except OSError as exc:
+        raise ConnectError(f"cannot reach {address}:{port}: {exc.strerror or exc}") from exc
+    transport = paramiko.Transport(sock)
+    try:
+        transport.start_client(timeout=timeout)
+        return transport.get_remote_server_key()
+    except paramiko.SSHException as exc:
+        raise ConnectError(f"SSH handshake with {address}:{port} failed: {exc}") from exc
+    finally:
+        transport.close()
 
 
 @dataclass(frozen=True)
@@ -237,8 +255,7 @@ class Transport:
         """Run argv (quoted here) and capture its output as text.
 
         errors="surrogateescape" keeps stdout's bytes exact (file names sent back later)."""
-        command, prefix = self._command(argv, sudo)
-        ex = self._exchange(command, stdin=prefix + (stdin or b""), timeout=timeout)
+        ex = self._sudo_exchange(argv, sudo, stdin=stdin or b"", timeout=timeout)
         result = CommandResult(
             tuple(argv),
             ex.exit_code,
@@ -251,6 +268,28 @@ class Transport:
                 f"{self.host.name}: `{shlex.join(argv)}` exited {result.exit_code}: {last}"
             )
         return result
+
+    def _sudo_exchange(
+        self,
+        argv: Sequence[str],
+        sudo: bool,
+        *,
+        stdin: bytes,
+        sink: Callable[[bytes], None] | None = None,
+        timeout: float | None,
+    ) -> _Exchange:
+        """Run argv, with sudo if asked. The first sudo command is also the sudo probe: on a
+        far link a separate `sudo -n true` costs a round trip that nearly every task paid."""
+        if sudo and self.host.sudo and self._sudo_mode is None and not self._sudo_password:
+            command = shlex.join(["sudo", "-n", "--", *argv])
+            ex = self._exchange(command, stdin=stdin, sink=sink, timeout=timeout)
+            if not _sudo_declined(ex):
+                self._sudo_mode = "nopasswd"
+                return ex
+            # sudo refused before argv ran (no output reached sink): ask why, which raises
+            # the right error or finds that a password works, then run argv once.
+        command, prefix = self._command(argv, sudo)
+        return self._exchange(command, stdin=prefix + stdin, sink=sink, timeout=timeout)
 
     def _command(self, argv: Sequence[str], sudo: bool) -> tuple[str, bytes]:
         if not sudo or not self.host.sudo:
@@ -406,8 +445,8 @@ class Transport:
         return {p: _remote_file(p, t) for p, t in trailer["files"].items()}
 
     def _agent_op(self, op: list[str], what: str) -> dict[str, Any]:
-        command, prefix = self._command(_agent(op), sudo=True)
-        return self._trailer(self._exchange(command, stdin=prefix, timeout=IDLE_TIMEOUT), what)
+        ex = self._sudo_exchange(_agent(op), True, stdin=b"", timeout=IDLE_TIMEOUT)
+        return self._trailer(ex, what)
 
     def _pull(
         self,
@@ -418,7 +457,6 @@ class Transport:
         total: int | None = None,
         stdin: bytes = b"",
     ) -> dict[str, Any]:
-        command, prefix = self._command(_agent(op), sudo)
         local_path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
         part = local_path.with_name(f".{local_path.name}.part-{random_names.token_hex(4)}")
         digest = hashlib.sha256()
@@ -434,7 +472,9 @@ class Transport:
                         raise _local_write_error(local_path, exc) from None
                     adv(len(data))
 
-                ex = self._exchange(command, stdin=prefix + stdin, sink=sink, timeout=IDLE_TIMEOUT)
+                ex = self._sudo_exchange(
+                    _agent(op), sudo, stdin=stdin, sink=sink, timeout=IDLE_TIMEOUT
+                )
                 trailer = {**self._trailer(ex, label), "stderr": ex.stderr}
                 out.flush()
                 os.fsync(out.fileno())
@@ -468,6 +508,19 @@ class Transport:
             raise TransferError(f"{self.host.name}: {where}{message}{why}")
         return trailer
 
+    # -- concurrency ----------------------------------------------------
+    def background(self, call: Callable[[], T]) -> Pending[T]:
+        """Start call (exchanges on this connection) on its own channel now; a far link then
+        charges one round trip for it and what runs beside it, not one each."""
+        self.open()  # once, here: two threads must not each open a connection
+        return Pending(call)
+
+    def together(self, *calls: Callable[[], T]) -> list[T]:
+        """Run calls side by side on this connection; results in order, the first error raised
+        once all have ended."""
+        pending = [self.background(call) for call in calls]
+        return [p.result() for p in pending]
+
     # -- the channel ----------------------------------------------------
     def _exchange(
         self,
@@ -487,7 +540,7 @@ class Transport:
         drain = threading.Thread(target=_drain_stderr, args=(chan, stderr), daemon=True)
         collected: list[bytes] = []
         try:
-            chan.exec_command(command)
+            _exec_pipelined(chan, command)
             drain.start()
             _send(chan, stdin)
             while data := chan.recv(CHUNK):
@@ -520,6 +573,20 @@ class Transport:
         SSHException, EOFError or OSError (the link)."""
         ssh = self.connection.client.get_transport()
         return ssh.open_channel("direct-tcpip", (host, port), ("127.0.0.1", 0), timeout=timeout)
+
+    def probe_forward(self, host: str, port: int, *, timeout: float) -> tuple[str, str] | None:
+        """Open and close one direct-tcpip channel to host:port: None if it works, else
+        (why, text) with why one of "prohibited" (sshd forbids forwarding), "refused"
+        (nothing listens there), "other" (sshd's text), "link" (the connection)."""
+        try:
+            channel = self.direct_channel(host, port, timeout=timeout)
+        except paramiko.ChannelException as exc:
+            why = {1: "prohibited", 2: "refused"}.get(exc.code, "other")  # RFC 4254 codes
+            return why, exc.text or ""
+        except (paramiko.SSHException, EOFError, OSError) as exc:
+            return "link", str(exc)
+        channel.close()
+        return None
 
     @contextmanager
     def unix_tunnel(self, host: str, port: int, *, timeout: float) -> Iterator[str]:
@@ -572,6 +639,28 @@ class Transport:
             pumps.append(pump)
         for pump in pumps:
             pump.join(timeout=TUNNEL_POLL * 10)
+
+
+class Pending(Generic[T]):
+    """A call running on its own thread; result() waits and returns or raises what it did."""
+
+    def __init__(self, call: Callable[[], T]) -> None:
+        self._outcome: tuple[bool, Any] = (False, None)
+        self._thread = threading.Thread(target=self._run, args=(call,), daemon=True)
+        self._thread.start()
+
+    def _run(self, call: Callable[[], T]) -> None:
+        try:
+            self._outcome = (True, call())
+        except BaseException as exc:  # handed to the caller's thread by result()
+            self._outcome = (False, exc)
+
+    def result(self) -> T:
+        self._thread.join()
+        ok, value = self._outcome
+        if not ok:
+            raise value
+        return value
 
 
 def _hops(conn: Connection) -> Iterator[Connection]:
@@ -655,6 +744,35 @@ def _unreachable(exc: Exception) -> bool:
     errors = list(found.values()) if isinstance(found, dict) else [exc]
     codes = {getattr(e, "errno", None) for e in errors}
     return bool(codes) and codes <= {errno.EHOSTUNREACH, errno.ENETUNREACH}
+
+
+def _exec_pipelined(chan: paramiko.Channel, command: str) -> None:
+    """Channel.exec_command without waiting for the server's answer, as OpenSSH's client does:
+    stdin follows at once, saving one round trip per command. A refused request closes the
+    channel (paramiko's _request_failed), which reads as no exit status."""
+    m = paramiko.Message()
+    m.add_byte(paramiko.common.cMSG_CHANNEL_REQUEST)
+    m.add_int(chan.remote_chanid)
+    m.add_string("exec")
+    m.add_boolean(True)
+    m.add_string(command)
+    chan.transport._send_user_message(m)
+
+
+# What sudo -n says when it did not run the command (its own refusals, or no sudo at all).
+_SUDO_DECLINED = (
+    b"sudo: a password is required",
+    b"sudo: a terminal is required",
+    b"sudo: sorry, you must have a tty",
+    b"sudo: not found",
+    b"sudo: command not found",
+)
+
+
+def _sudo_declined(ex: _Exchange) -> bool:
+    return ex.exit_code != 0 and (
+        _sudo_refused(ex.stderr) or any(said in ex.stderr for said in _SUDO_DECLINED)
+    )
 
 
 def _sudo_refused(stderr: bytes) -> bool:

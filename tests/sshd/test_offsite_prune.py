@@ -18,7 +18,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from fabfile.core import offsite
+from fabfile.core import offsite, offsite_sftp
 from fabfile.core.manifest import MANIFEST_NAME, Manifest
 from fabfile.core.model import Host
 from fabfile.core.prune import (
@@ -78,7 +78,7 @@ def on_vault(host: Host, vault) -> dict[str, bool]:
 
 
 def indexed(host: Host, vault) -> list[str]:
-    with offsite.Vault.open(vault[0]) as box:
+    with offsite_sftp.SftpBackend.open(vault[0]) as box:
         return sorted(i for _k, i in offsite.read_index(box, host).backups)
 
 
@@ -116,7 +116,7 @@ def test_offsite_prune_applies_the_rules_and_is_a_dry_run_first(host, vault):
     assert on_vault(host, vault) == dict.fromkeys(kept, True)
     assert indexed(host, vault) == kept
     assert dangling(host, vault) == []
-    with offsite.Vault.open(vault[0]) as box:
+    with offsite_sftp.SftpBackend.open(vault[0]) as box:
         states = offsite.offsite_status(host, box)  # every byte read back
     assert [(s.id, s.ok) for s in states] == [(i, True) for i in kept], states
 
@@ -133,14 +133,14 @@ def test_offsite_prune_cut_after_its_first_delete_leaves_no_dangling_reference(
     host, vault, monkeypatch
 ):
     ids = history(host, vault)
-    real_remove = offsite.Vault.remove
+    real_remove = offsite_sftp.SftpBackend.remove
 
     def remove_then_die(self, path: str) -> None:
         real_remove(self, path)
         if path.endswith(MANIFEST_NAME):
             self.sftp.get_channel().close()  # the link goes; the next request fails
 
-    monkeypatch.setattr(offsite.Vault, "remove", remove_then_die)
+    monkeypatch.setattr(offsite_sftp.SftpBackend, "remove", remove_then_die)
     cut = prune(host, vault, apply=True)
     assert "run it again to finish" in cut.error
     state = on_vault(host, vault)
@@ -149,7 +149,7 @@ def test_offsite_prune_cut_after_its_first_delete_leaves_no_dangling_reference(
     assert dangling(host, vault) == []
     assert set(indexed(host, vault)) == {ids[0], ids[3], ids[5], ids[6], ids[7]}
 
-    monkeypatch.setattr(offsite.Vault, "remove", real_remove)
+    monkeypatch.setattr(offsite_sftp.SftpBackend, "remove", real_remove)
     finished = prune(host, vault, apply=True)
     assert not finished.error
     assert sorted(finished.deleted) == sorted([STRAY, ids[4], ids[2], ids[1]])

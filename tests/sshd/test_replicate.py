@@ -8,6 +8,7 @@ the shared `sshd` fixture with the zachot layout from test_backups.
 from __future__ import annotations
 
 import hashlib
+import json
 import os
 import secrets
 import socket
@@ -21,7 +22,7 @@ import pytest
 import yaml
 from pyrage import x25519
 
-from fabfile.core import crypto, offsite
+from fabfile.core import crypto, offsite, offsite_backend, offsite_sftp
 from fabfile.core.backups.planner import back_up, context_for
 from fabfile.core.errors import ExitCode, UsageError
 from fabfile.core.model import BackupSettings, Host, StoreSettings
@@ -88,12 +89,12 @@ def remote_dir(host: Host, vault, *parts: str) -> Path:
 
 
 def replicate(host: Host, vault, **kwargs) -> list[offsite.Row]:
-    with offsite.Vault.open(vault[0]) as box:
+    with offsite_sftp.SftpBackend.open(vault[0]) as box:
         return offsite.replicate(host, box, **kwargs)
 
 
 def status(host: Host, vault, **kwargs) -> list[offsite.OffsiteState]:
-    with offsite.Vault.open(vault[0]) as box:
+    with offsite_sftp.SftpBackend.open(vault[0]) as box:
         return offsite.offsite_status(host, box, **kwargs)
 
 
@@ -252,7 +253,7 @@ def test_dead_vault_or_none_configured_is_one_clear_error(host, vault):
 
 def test_interrupted_upload_never_looks_complete_and_resumes(host, vault, monkeypatch):
     backup(host, ["units"])
-    real_open = offsite.open_local
+    real_open = offsite_backend.open_local
 
     class Dying:
         """The local file dies after the first block, as on a yanked disk."""
@@ -279,7 +280,7 @@ def test_interrupted_upload_never_looks_complete_and_resumes(host, vault, monkey
         opened.append(path.name)
         return Dying(path) if path.name == "zachot-worker.service.age" else real_open(path)
 
-    monkeypatch.setattr(offsite, "open_local", flaky)
+    monkeypatch.setattr(offsite_backend, "open_local", flaky)
     [row] = replicate(host, vault)
     assert (row.action, row.result) == ("send", "FAILED")
     assert "Input/output error" in row.detail
@@ -291,7 +292,7 @@ def test_interrupted_upload_never_looks_complete_and_resumes(host, vault, monkey
     [state] = status(host, vault)
     assert (state.ok, state.remote) == (False, "incomplete")
 
-    monkeypatch.setattr(offsite, "open_local", real_open)
+    monkeypatch.setattr(offsite_backend, "open_local", real_open)
     [row] = replicate(host, vault)
     assert (row.action, row.result) == ("resume", "sent+verified")
     [state] = status(host, vault)
@@ -323,7 +324,7 @@ def test_cli_replicate_with_encryption_and_refusal(host, vault, tmp_path):
         assert CANARY not in done.stdout + done.stderr
         return done
 
-    assert run("-H", "local", "backup.all").returncode == 0
+    assert run("-H", "local", "backup.all", "--no-offsite").returncode == 0
     dry = run("backup.replicate", "--dry-run")
     assert dry.returncode == 0, dry.stderr
     assert "would send" in dry.stdout and not remote_dir(host, vault).exists()
@@ -332,6 +333,13 @@ def test_cli_replicate_with_encryption_and_refusal(host, vault, tmp_path):
     assert sent.stdout.count("sent+verified") == 2
     again = run("backup.replicate")
     assert again.returncode == 0 and again.stdout.count("present") == 2
+    as_json = run("backup.replicate", "--json")
+    assert as_json.returncode == 0, as_json.stderr
+    rows = json.loads(as_json.stdout)
+    assert {(r["kind"], r["result"], r["ok"]) for r in rows} == {
+        ("env", "present", True),
+        ("units", "present", True),
+    }
 
     del data["all"]["vars"]["backup"]["age_recipients"]
     inventory.write_text(yaml.safe_dump(data))

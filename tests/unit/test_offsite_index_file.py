@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from fabfile.core import offsite
+from fabfile.core import offsite, offsite_sftp
 from fabfile.core.manifest import FileRecord, Manifest
 from fabfile.core.store import BackupRef
 
@@ -100,7 +100,7 @@ def test_one_hosts_surprise_during_replicate_is_its_row_and_the_others_finish(mo
             raise KeyError("sha256")
         return [offsite.Row(host.name, "env", "1", "skip", "present", "")]
 
-    monkeypatch.setattr(offsite.Vault, "open", staticmethod(opened))
+    monkeypatch.setattr(offsite_sftp.SftpBackend, "open", staticmethod(opened))
     monkeypatch.setattr(offsite, "replicate", replicate)
     ok = lambda host, _rows: offsite.Outcome(host.name, True, "", 0.0)  # noqa: E731
     monkeypatch.setattr(offsite, "_outcome", ok)
