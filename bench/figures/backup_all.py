@@ -54,7 +54,7 @@ def run(ctx: BenchContext) -> list[Row]:
     env_file = ctx.workspace.host(box).layout.env_file
     # Warm-up (unmeasured): caches on both ends, and the list of what the task copies.
     inventory, warm_store = ctx.workspace.fresh_store()
-    ctx.fab(inventory, [box], "backup.all")
+    ctx.fab(inventory, [box], "backup.all", "--no-offsite")
     sources = copied_sources(warm_store, box)
     counter = itertools.count(1)
 
@@ -69,12 +69,12 @@ def run(ctx: BenchContext) -> list[Row]:
     def first_backup() -> float:
         inv, store = ctx.workspace.fresh_store()
         try:
-            return ctx.fab(inv, [box], "backup.all").seconds
+            return ctx.fab(inv, [box], "backup.all", "--no-offsite").seconds
         finally:
             ctx.workspace.drop_store(store)
 
     def repeat_backup() -> float:
-        return ctx.fab(inventory, [box], "backup.all").seconds
+        return ctx.fab(inventory, [box], "backup.all", "--no-offsite").seconds
 
     openssh()  # warm-up of the baseline side
     reps = ctx.settings.reps

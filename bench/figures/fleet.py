@@ -28,7 +28,9 @@ def run(ctx: BenchContext) -> list[Row]:
     def once(n: int) -> float:
         for attempt in range(RETRIES + 1):
             try:
-                return ctx.fab(inventory, FLEET[n], "backup.all", "--parallel", "8").seconds
+                return ctx.fab(
+                    inventory, FLEET[n], "backup.all", "--no-offsite", "--parallel", "8"
+                ).seconds
             except BenchError as exc:
                 if attempt == RETRIES:
                     raise

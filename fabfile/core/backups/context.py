@@ -10,7 +10,7 @@ from ..errors import FactError
 from ..manifest import FileRecord
 from ..model import Host
 from ..store import Store
-from ..transport import RemoteFile, Transport
+from ..transport import Pending, RemoteFile, Transport
 
 
 @dataclass
@@ -20,23 +20,38 @@ class BackupContext:
     store: Store
     now: datetime  # one timestamp per run: local ids and server copies agree
     _deployed: facts.DeployedRef | None = field(default=None, init=False)
+    _asking: Pending[facts.DeployedRef | FactError] | None = field(default=None, init=False)
 
     @property
     def server_stamp(self) -> str:
         """The runbook's suffix for server-side copies: YYYYmmdd_HHMMSS."""
         return self.now.strftime("%Y%m%d_%H%M%S")
 
+    def ask_deployed(self) -> None:
+        """Start asking git for the deployed commit beside the exchanges that follow: on a far
+        link that is one round trip less for every backup that records it."""
+        if self._deployed is None and self._asking is None:
+            self._asking = self.transport.background(self._read_deployed)
+
     def deployed(self) -> dict[str, str | None]:
         """The deployed commit, recorded so restore.server can clone the same ref."""
         if self._deployed is None:
-            try:
-                self._deployed = facts.gather(self.transport, facts.deployed_ref(self.host.layout))
-            except FactError as exc:
+            self.ask_deployed()
+            assert self._asking is not None
+            said = self._asking.result()
+            if isinstance(said, FactError):
                 # The repo is the service user's: a broken or hostile one must not stop the
                 # backups. Said aloud, and recorded as unknown.
-                output.warn(f"{exc.message}; the deployed commit is recorded as unknown")
-                self._deployed = facts.DeployedRef(commit=None, describe=None)
+                output.warn(f"{said.message}; the deployed commit is recorded as unknown")
+                said = facts.DeployedRef(commit=None, describe=None)
+            self._deployed = said
         return {"commit": self._deployed.commit, "describe": self._deployed.describe}
+
+    def _read_deployed(self) -> facts.DeployedRef | FactError:
+        try:
+            return facts.gather(self.transport, facts.deployed_ref(self.host.layout))
+        except FactError as exc:
+            return exc
 
 
 def record_for(name: str, remote: RemoteFile, *, stored_in: str | None = None) -> FileRecord:

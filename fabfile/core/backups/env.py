@@ -44,17 +44,21 @@ def run(ctx: BackupContext) -> str:
         parsed = secrets.parse_env(contents[NAME], required)
         return {"keys": list(parsed.keys), "missing_required": list(parsed.missing)}
 
+    ctx.ask_deployed()  # read-only, as the service user: it may run beside the checks
     # Checked first, so a backup_dir the service user could steer refuses before anything
     # is written anywhere (one round trip, ~10 ms on a LAN).
     ctx.transport.ensure_private_dir(ctx.host.layout.backup_dir)
     wanted = [Wanted(NAME, ctx.host.layout.env_file, small=True)]
-    result = pull_files(ctx, "env", wanted, describe=describe)
+    # The pull and the server's copy side by side (one wait on a far link, not two). The copy
+    # is asked of the server, not the store: one that failed (disk full) is made by the next
+    # run, and its failure is raised only once the pull has landed in the store.
+    result, _ = ctx.transport.together(
+        lambda: pull_files(ctx, "env", wanted, describe=describe),
+        lambda: copy_on_server(ctx),
+    )
     missing = result.ref.manifest.meta["missing_required"]
     if missing:
         output.warn(f"{ctx.host.name}: env file lacks required keys: {', '.join(missing)}")
-    # Asked of the server, not the store: a copy that failed (disk full) is made by
-    # the next run even though the store already holds this content.
-    copy_on_server(ctx)
     return summary(result)
 
 

@@ -86,7 +86,13 @@ def run(ctx: BackupContext, *, full: bool) -> str:
     # Listed and read as the service user, who owns the logs: a link or a hard link to a
     # root-only file, or a directory swapped for a link mid-walk, reads nothing it could not.
     layout = ctx.host.layout
-    listed = facts.gather(ctx.transport, facts.regular_files(layout.logs_dir, user=layout))
+    # The listing and which compressors the server has, side by side: one round trip.
+    listed, *has = facts.gather_all(
+        ctx.transport,
+        facts.regular_files(layout.logs_dir, user=layout),
+        *(facts.has_command(program) for program, _, _ in COMPRESSORS),
+    )
+    compressor = _compressor(has)
     entries = [e for e in listed if e.readable]
     skipped = {e.name: f"{layout.service_user} cannot read" for e in listed if not e.readable}
     send, kept = split_new(entries, previous_index(ctx), full=full)
@@ -94,7 +100,7 @@ def run(ctx: BackupContext, *, full: bool) -> str:
         index = list(kept)
         outcome = Outcome()
         if send:
-            staged.meta["archive"], report = _stream_archive(ctx, staged, send)
+            staged.meta["archive"], report = _stream_archive(ctx, staged, send, compressor)
             outcome = captured(ctx, send, report, staged.id)
             index += outcome.index
         skipped |= outcome.skipped
@@ -171,9 +177,9 @@ def _summary(backup_id: str, outcome: Outcome, held: int, skipped: dict[str, str
 
 
 def _stream_archive(
-    ctx: BackupContext, staged, send: list[facts.RemoteEntry]
+    ctx: BackupContext, staged, send: list[facts.RemoteEntry], how: tuple[str, str]
 ) -> tuple[str, tar_report.TarReport]:
-    compressor, name = _compressor(ctx)
+    compressor, name = how
     tar = [
         # No -h: links are archived as links, never followed.
         "tar", "--create", "--file=-", f"--directory={ctx.host.layout.logs_dir}",
@@ -206,8 +212,9 @@ def _stream_archive(
     return record.name, report
 
 
-def _compressor(ctx: BackupContext) -> tuple[str, str]:
-    for program, command, name in COMPRESSORS:
-        if facts.gather(ctx.transport, facts.has_command(program)):
+def _compressor(has: list[bool]) -> tuple[str, str]:
+    """The first of COMPRESSORS the server has: its command and the archive's name."""
+    for (_, command, name), present in zip(COMPRESSORS, has, strict=True):
+        if present:
             return command, name
     return "cat", "logs.tar"

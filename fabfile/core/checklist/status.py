@@ -19,7 +19,8 @@ from .. import services
 from ..errors import ExitCode, ZachotError
 from ..manifest import KINDS
 from ..model import Host
-from ..offsite import Vault, read_index, vault_for
+from ..offsite import read_index
+from ..offsite_backend import Backend, grouped, has_offsite
 from ..output import human_age
 from ..runner import Outcome, failed
 from ..transport import Transport
@@ -34,6 +35,8 @@ COLUMNS = ("host", "services", "redis", "queues", "ref", "local backups", "off-s
 class HostStatus:
     host: str
     down: str | None = None  # why the host could not be read
+    # Its exit code: unreachable (4), or a changed or unknown host key (5).
+    down_code: ExitCode = ExitCode.UNREACHABLE
     units: dict[str, str] = field(default_factory=dict)  # unit -> ActiveState
     redis: RedisFacts | None = None
     ref: str | None = None
@@ -41,11 +44,15 @@ class HostStatus:
     health: str | None = None
     local: dict[str, datetime] | str = field(default_factory=dict)  # kind -> newest, or why
     offsite: dict[str, datetime] | str | None = None  # kind -> time, or why unknown
+    # A scratch host that holds no zachot (no code, app units inactive): nothing to judge.
+    empty_scratch: bool = False
 
     @property
     def problems(self) -> list[str]:
         if self.down:
             return [f"down: {self.down}"]
+        if self.empty_scratch:
+            return []
         found = [f"{u} {s}" for u, s in self.units.items() if s != "active"]
         found += [] if self.redis and self.redis.ok else ["Redis does not answer"]
         found += [] if self.health == "200" else [f"health {self.health}"]
@@ -60,17 +67,24 @@ def read_host(host: Host, password: str | None = None) -> HostStatus:
         local = exc.message
     try:
         with Transport(host, sudo_password=password) as transport:
-            parts = gather.sections(transport, remote.STATUS)
-            redis = gather.redis_facts(transport)
+            # Side by side on the one connection: on a far link, one wait instead of two.
+            parts, redis = transport.together(
+                lambda: gather.sections(transport, remote.STATUS),
+                lambda: gather.redis_facts(transport),
+            )
     except ZachotError as exc:
-        return HostStatus(host.name, down=exc.message, local=local)
+        code = ExitCode.HOST_KEY if exc.exit_code == ExitCode.HOST_KEY else ExitCode.UNREACHABLE
+        return HostStatus(host.name, down=exc.message, down_code=code, local=local)
     units = remote.parse_units(parts["units"])
     code = remote.parse_code(parts.get("code", ""), "@absent")
+    states = {s.unit: (units.get(s.unit) or UnitState(s.unit)).active for s in services.stack(host)}
+    app_units = [s.unit for s in services.stack(host) if s.role != "redis"]
     return HostStatus(
         host.name,
-        units={
-            s.unit: (units.get(s.unit) or UnitState(s.unit)).active for s in services.stack(host)
-        },
+        empty_scratch=host.scratch
+        and code.commit is None
+        and all(states[u] != "active" for u in app_units),
+        units=states,
         redis=redis,
         ref=code.describe,
         commit=code.commit,
@@ -90,18 +104,17 @@ def _read_safely(host: Host, password: str | None) -> HostStatus:
 def offsite_ages(hosts: list[Host], find: Callable[[str], Host]) -> dict[str, dict | str]:
     """host -> {kind: time of the newest complete backup on its vault}, or why not known."""
     found: dict[str, dict | str] = {}
-    by_vault: dict[str, list[Host]] = {}
+    with_offsite = []
     for host in hosts:
-        if host.backup.offsite_host in (None, host.name):  # none, or it is the off-site box
-            found[host.name] = "-" if host.backup.offsite_host else "no off-site box"
-            continue
+        if not has_offsite(host) or host.backup.offsite_host == host.name:  # it is the box
+            found[host.name] = "-" if has_offsite(host) else "no off-site box"
+        else:
+            with_offsite.append(host)
+    by_vault, errors = grouped(with_offsite, find)
+    found.update({name: failed(name, exc).detail for name, exc in errors.items()})
+    for name, (where, members) in by_vault.items():
         try:
-            by_vault.setdefault(vault_for(host, find).name, []).append(host)
-        except Exception as exc:  # expected or not, that host's cell (runner.failed)
-            found[host.name] = failed(host.name, exc).detail
-    for name, members in by_vault.items():
-        try:
-            with Vault.open(find(name)) as vault:
+            with where.open() as vault:
                 for host in members:
                     found[host.name] = _indexed_ages(vault, host)
         except Exception as exc:
@@ -109,7 +122,7 @@ def offsite_ages(hosts: list[Host], find: Callable[[str], Host]) -> dict[str, di
     return found
 
 
-def _indexed_ages(vault: Vault, host: Host) -> dict[str, datetime] | str:
+def _indexed_ages(vault: Backend, host: Host) -> dict[str, datetime] | str:
     """From the vault's index alone: one read, however many backups it holds."""
     index = read_index(vault, host)
     if index.problem:
@@ -162,11 +175,14 @@ def row(status: HostStatus, now: datetime) -> tuple[str, ...]:
     if status.down:
         return (status.host, "DOWN", "-", "-", "-", _ages(status.local, now),
                 _ages(status.offsite, now), status.down)  # fmt: skip
+    if status.empty_scratch:
+        return (status.host, "empty scratch host", "-", "-", "-", _ages(status.local, now),
+                "-", "no zachot (scratch: true)")  # fmt: skip
     stopped = [
         f"{u.removesuffix('.service')} {s}" for u, s in status.units.items() if s != "active"
     ]
     redis = status.redis
-    redis_said = f"up, {redis.workers_alive} live worker(s)" if redis and redis.ok else "DOWN"
+    redis_said = f"up, {redis.workers_said}" if redis and redis.ok else "DOWN"
     commit = f" ({status.commit[:8]})" if status.commit else ""
     return (
         status.host,
@@ -192,11 +208,12 @@ def as_json(status: HostStatus) -> dict[str, Any]:
         "up": status.down is None,
         "down": status.down,
         "ok": not status.problems,
+        "empty_scratch": status.empty_scratch,
         "problems": status.problems,
         "services": status.units,
         "redis": None if redis is None else {
             "up": redis.ok, "detail": redis.detail, "workers_alive": redis.workers_alive,
-            "queues": redis.queues,
+            "workers_stale": redis.workers_stale, "queues": redis.queues,
         },
         "ref": status.ref,
         "commit": status.commit,
@@ -209,7 +226,7 @@ def as_json(status: HostStatus) -> dict[str, Any]:
 def outcome(status: HostStatus) -> Outcome:
     problems = status.problems
     if status.down:
-        return Outcome(status.host, False, problems[0], 0.0, ExitCode.UNREACHABLE)
+        return Outcome(status.host, False, problems[0], 0.0, status.down_code)
     if problems:
         return Outcome(status.host, False, "; ".join(problems), 0.0, ExitCode.FAILED)
     return Outcome(status.host, True, "ok", 0.0)
