@@ -37,6 +37,6 @@ def checklist(c, guided=False, yes=False, json=False):
         raise UsageError(f"--guided fixes one host at a time; -H gave {names}")
     if not yes and not sys.stdin.isatty():
         raise UsageError("--guided asks before each fix; run it in a terminal or add --yes")
-    timeout = float(c.config.get("restore", {}).get("health_timeout", 60))
+    timeout = float(c.config.restore.health_timeout)
     outcome = core.guide(hosts[0], yes=yes, health_timeout=timeout, password=password)
     finish([outcome])

@@ -2,10 +2,23 @@
 
 from __future__ import annotations
 
+import re
 import subprocess
+import sys
 from pathlib import Path
 
 BASE_ARGS = ["systemd-nspawn", "--quiet", "--register=no", "--keep-unit"]
+# nspawn without a running systemd cannot clean its scratch mounts and says so on every run
+# ("Attempted to remove disk file system under "/run/...", and we can't allow that."):
+# harmless here, and noise in ./dev demo's output.
+_HARMLESS = re.compile(r"^Attempted to remove disk file system .*we can't allow that\.?$")
+
+
+def without_noise(stderr: str) -> str:
+    """nspawn's stderr minus the lines that report nothing the user must act on."""
+    return "".join(
+        line for line in stderr.splitlines(keepends=True) if not _HARMLESS.match(line.strip())
+    )
 
 
 def run_in_root(root: Path, machine: str, netns: str, script: Path, env: dict[str, str]) -> None:
@@ -14,7 +27,7 @@ def run_in_root(root: Path, machine: str, netns: str, script: Path, env: dict[st
     target.write_bytes(script.read_bytes())
     try:
         setenv = [f"--setenv={k}={v}" for k, v in env.items()]
-        subprocess.run(
+        done = subprocess.run(
             [
                 *BASE_ARGS,
                 "-D",
@@ -26,9 +39,12 @@ def run_in_root(root: Path, machine: str, netns: str, script: Path, env: dict[st
                 "/bin/bash",
                 f"/root/{script.name}",
             ],
-            check=True,
             stdin=subprocess.DEVNULL,
+            stderr=subprocess.PIPE,
+            text=True,
         )
+        sys.stderr.write(without_noise(done.stderr))
+        done.check_returncode()
     finally:
         target.unlink(missing_ok=True)
 

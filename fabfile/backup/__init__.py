@@ -2,7 +2,7 @@
 
 from invoke import Collection
 
-from . import cron, listing, prune, pull, redis, replicate, verify
+from . import cron, fetch, listing, prune, pull, redis, replicate, routine, verify
 
 ns = Collection(
     "backup",
@@ -16,5 +16,11 @@ ns = Collection(
     prune.prune,
     cron.cron,
     replicate.replicate,
+    fetch.fetch,
+    routine.routine,
 )
-ns.configure({"backup": {"parallel": 1}})
+# backup.all's defaults: hosts at once, --logs, and the off-site copy (made when the
+# inventory names backup.offsite_host; --no-offsite skips it).
+ns.configure({"backup": {"parallel": 1, "logs": False, "offsite": True}})
+# backup.cron: where the routine is scheduled (auto: launchd, systemd user timer, cron).
+ns.configure({"backup": {"scheduler": "auto"}})

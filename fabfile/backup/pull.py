@@ -7,11 +7,14 @@ from datetime import UTC, datetime
 
 from invoke import task
 
+from ..core import output
 from ..core import plan as plans
 from ..core import unattended as unattended_run
 from ..core.backups import redis as redis_backup
 from ..core.backups.planner import back_up, context_for, plan_backup, store_locks
+from ..core.errors import UsageError
 from ..core.offsite import replicate_hosts
+from ..core.offsite_backend import has_offsite
 from ..core.runner import (
     Outcome,
     finish,
@@ -26,12 +29,26 @@ HELP = {
     "dry_run": "print the plan and change nothing",
     "parallel": "back up this many hosts at once (default: config backup.parallel)",
     "full": "logs: send every file, not only what the store lacks",
-    "logs": "also back up the logs",
+    "logs": "also back up the logs (default: config backup.logs)",
     "redis": "also back up Redis (not recommended by the runbook; needs --yes)",
     "yes": "back up Redis without asking",
     "unattended": "for cron: never prompt, plain text, timestamped start/end lines",
-    "offsite": "then send what the off-site box lacks (backup.replicate)",
+    "offsite": "then send what the off-site box lacks (backup.replicate); the default when "
+    "the inventory names backup.offsite_host and config backup.offsite is true",
+    "no_offsite": "do not send anything off-site this time",
 }
+
+
+def _switch(given, configured, flag: str) -> bool:
+    """A switch's value: the flag when given (bare, or =yes/no), else its config key."""
+    if given is None:
+        return bool(configured)
+    if isinstance(given, bool):
+        return given
+    words = {"yes": True, "true": True, "1": True, "no": False, "false": False, "0": False}
+    if given.lower() not in words:
+        raise UsageError(f"{flag}={given}: give yes or no, or the flag alone")
+    return words[given.lower()]
 
 
 def _help(*names: str) -> dict[str, str]:
@@ -59,6 +76,9 @@ def _run(
     password = c.config.get("sudo", {}).get("password")
     if dry_run:
         plans.show([plan_backup(context_for(h, now), kinds, full=full) for h in hosts])
+        for host in hosts if offsite else []:
+            if host.backup.offsite_host:
+                output.info(f"then: send what {host.backup.offsite_host} lacks of {host.name}")
         return
     workers = int(parallel or c.config.backup.parallel)
     with store_locks(hosts, purpose=task_name):
@@ -69,8 +89,9 @@ def _run(
             parallel=workers,
         )
         if offsite:
-            # Only hosts whose backup succeeded; the vault gets nothing half-made.
-            done = [h for h, o in zip(hosts, outcomes, strict=True) if o.ok]
+            # Only hosts whose backup succeeded and that name an off-site box; the vault
+            # gets nothing half-made.
+            done = [h for h, o in zip(hosts, outcomes, strict=True) if o.ok and has_offsite(h)]
             sent = {o.host: o for o in replicate_hosts(done, inventory.host)} if done else {}
             outcomes = [_with_offsite(o, sent.get(o.host)) for o in outcomes]
     finish(outcomes)
@@ -110,14 +131,28 @@ def logs(c, full=False, dry_run=False):
 
 @task(
     name="all",
-    help=_help("logs", "redis", "offsite", "yes", "full", "parallel", "dry_run", "unattended"),
+    help=_help(
+        "logs",
+        "redis",
+        "offsite",
+        "no_offsite",
+        "yes",
+        "full",
+        "parallel",
+        "dry_run",
+        "unattended",
+    ),
+    # None: not given, so the config decides; a bare --logs / --offsite means yes.
+    optional=["logs", "offsite"],
 )
 @guarded
 def all_(
-    c, logs=False, redis=False, offsite=False, yes=False, full=False, parallel=None,
-    dry_run=False, unattended=False,
+    c, logs=None, redis=False, offsite=None, no_offsite=False, yes=False, full=False,
+    parallel=None, dry_run=False, unattended=False,
 ):  # fmt: skip
     """Back up env and units (and logs with --logs) of every -H host, one connection each."""
+    logs = _switch(logs, c.config.backup.logs, "--logs")
+    offsite = not no_offsite and _switch(offsite, c.config.backup.offsite, "--offsite")
     kinds = ["env", "units"] + (["logs"] if logs else []) + (["redis"] if redis else [])
 
     def body() -> None:

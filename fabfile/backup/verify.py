@@ -12,7 +12,7 @@ from ..core import output
 from ..core.drill import LastDrill
 from ..core.drill import last as last_drill
 from ..core.errors import UsageError
-from ..core.manifest import KINDS
+from ..core.manifest import KINDS, id_sort_key, is_backup_id
 from ..core.model import Host
 from ..core.offsite import OffsiteState, newest_offsite
 from ..core.output import human_age, human_size
@@ -61,12 +61,35 @@ def show(reports: list[KindReport]) -> None:
             output.error(f"{report.host}/{report.kind}: {problem}")
 
 
-def show_offsite(states: list[OffsiteState]) -> None:
+def show_offsite(states: list[OffsiteState], *, verbose: bool = False) -> None:
     if states:
+        shown = states if verbose else summarised(states)
         rows = [(s.host, s.kind, s.id, s.remote, "ok" if s.ok else "FAILED", s.detail)
-                for s in states]  # fmt: skip
+                for s in shown]  # fmt: skip
         columns = ["host", "kind", "id", "on vault", "result", "detail"]
         output.table("Off-site copies", columns, rows)
+
+
+def summarised(states: list[OffsiteState]) -> list[OffsiteState]:
+    """Every failed row; of the ok ones, the newest per host and kind, counting the rest
+    ("and 11 older present"), so the table does not grow with history."""
+    ok: dict[tuple[str, str], list[OffsiteState]] = {}
+    for state in states:
+        if state.ok:
+            ok.setdefault((state.host, state.kind), []).append(state)
+    newest = {
+        key: max(group, key=lambda s: id_sort_key(s.id) if is_backup_id(s.id) else ("", 0))
+        for key, group in ok.items()
+    }
+    shown = []
+    for state in states:
+        group = ok.get((state.host, state.kind), [])
+        if not state.ok:
+            shown.append(state)
+        elif state is newest[(state.host, state.kind)]:
+            more = f"; and {len(group) - 1} older present" if len(group) > 1 else ""
+            shown.append(dataclasses.replace(state, detail=f"{state.detail}{more}"))
+    return shown
 
 
 def last_drills(hosts: list[Host], reports: list[KindReport]) -> list[tuple[str, LastDrill | None]]:
@@ -128,6 +151,7 @@ def read_back_older(
 HELP = {
     "kind": "only this kind: env, units, logs or redis",
     "json": "the result as JSON",
+    "verbose": "list every off-site copy checked, not only the newest per kind and a count",
     "read_budget": "bytes of older backups to read back this run, local and off-site, e.g. "
     "64MiB (default: the inventory's backup.read_budget_mib; 0: none)",
     "read_count": "at most this many older backups read back this run (default: the "
@@ -137,7 +161,7 @@ HELP = {
 
 @task(help=HELP)
 @guarded
-def verify(c, kind=None, json=False, read_budget=None, read_count=None):
+def verify(c, kind=None, json=False, read_budget=None, read_count=None, verbose=False):
     """Check the newest backups (checksums, age, a test restore) and, in rotation, a share of
     the older ones; exit 1 if anything fails."""
     if not first_call("backup.verify"):
@@ -162,7 +186,7 @@ def verify(c, kind=None, json=False, read_budget=None, read_count=None):
         output.emit_json(rows + [d.as_json() for _, d in drills if d is not None])
     else:
         show(reports)
-        show_offsite(offsite)
+        show_offsite(offsite, verbose=verbose)
         show_read_back(older)
         show_drills(drills)
     failed = [f"{r.host}/{r.kind}" for r in reports if r.failed]

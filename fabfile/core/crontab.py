@@ -74,12 +74,21 @@ def unescape_percent(command: str) -> str:
     return "".join(out)
 
 
-def job_command(*, project: Path, fab: Path, inventory: Path, hosts: str, log: Path) -> str:
-    """The shell command of the operator's entry: backup.all, unattended, into the log."""
+def job_command(
+    *,
+    project: Path,
+    fab: Path,
+    inventory: Path,
+    hosts: str,
+    log: Path,
+    task: str = "backup.all --unattended",
+) -> str:
+    """The shell command of a scheduled job (any scheduler): `task` (backup.cron installs
+    backup.routine) of these hosts and inventory, from this project, appending to the log."""
     q = shlex.quote
     return (
         f"cd {q(str(project))} && ZACHOT_INVENTORY={q(str(inventory))} "
-        f"{q(str(fab))} -H {q(hosts)} backup.all --unattended >> {q(str(log))} 2>&1"
+        f"{q(str(fab))} -H {q(hosts)} {task} >> {q(str(log))} 2>&1"
     )
 
 

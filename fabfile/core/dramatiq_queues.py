@@ -134,12 +134,16 @@ def server_millis(client: Any) -> int:
     return int(seconds) * 1000 + int(micros) // 1000
 
 
-def workers_alive(client: Any, namespace: str, *, now_ms: int | None = None) -> int:
-    """Workers whose last heartbeat is newer than dramatiq's 60 s timeout."""
+def workers_alive(
+    client: Any,
+    namespace: str,
+    *,
+    now_ms: int | None = None,
+    timeout_ms: int = HEARTBEAT_TIMEOUT_MS,
+) -> int:
+    """Workers whose last heartbeat is newer than dramatiq's timeout (60 s by default)."""
     now_ms = server_millis(client) if now_ms is None else now_ms
-    return int(
-        client.zcount(heartbeats_key(namespace), f"({now_ms - HEARTBEAT_TIMEOUT_MS}", "+inf")
-    )
+    return int(client.zcount(heartbeats_key(namespace), f"({now_ms - timeout_ms}", "+inf"))
 
 
 def in_flight(client: Any, keys: QueueKeys) -> int:
@@ -156,7 +160,9 @@ def in_flight(client: Any, keys: QueueKeys) -> int:
     return sum(int(n) for n in pipe.execute())
 
 
-def read_report(client: Any, namespace: str, queues: tuple[str, ...]) -> QueueReport:
+def read_report(
+    client: Any, namespace: str, queues: tuple[str, ...], timeout_ms: int = HEARTBEAT_TIMEOUT_MS
+) -> QueueReport:
     now_ms = server_millis(client)
     counts: list[QueueCounts] = []
     for queue in queues:
@@ -170,7 +176,7 @@ def read_report(client: Any, namespace: str, queues: tuple[str, ...]) -> QueueRe
     return QueueReport(
         namespace=namespace,
         queues=tuple(counts),
-        workers_alive=workers_alive(client, namespace, now_ms=now_ms),
+        workers_alive=workers_alive(client, namespace, now_ms=now_ms, timeout_ms=timeout_ms),
         workers_known=int(client.zcard(heartbeats_key(namespace))),
     )
 

@@ -6,8 +6,13 @@
       children:
         group: {vars: {...}, hosts: {...}, children: {...}}
 
-Precedence: all.vars < group vars (outer before nested, siblings in file order)
-< the host's own vars. The sections layout/redis/dramatiq/store merge key by key.
+Groups and precedence are Ansible's: a group named in several places (at the top and
+under another group's children) is one group; all.vars < group vars by depth (a child
+beats its parent; groups of one depth by name) < the host's own vars. The sections
+layout/redis/dramatiq/store/backup merge key by key (Ansible would replace the whole dict).
+Ansible's connection variables (ansible_host, ansible_port, ansible_user,
+ansible_ssh_private_key_file, ansible_become) are read as address, port, user,
+identity_file and sudo; other ansible_* variables are ignored with a note.
 
 We compose the YAML into nodes and build values ourselves instead of calling
 yaml.load: nodes keep line numbers for error messages, duplicate keys are still
@@ -34,11 +39,14 @@ from urllib.parse import urlsplit
 import yaml
 from yaml.nodes import MappingNode, Node, ScalarNode, SequenceNode
 
-from .errors import InventoryError, UnknownHostError
+from . import ansible_source, output
+from .errors import InventoryError, UnknownHostError, UsageError
 from .model import Host
 
-DEFAULT_PATH: Path = Path(__file__).resolve().parents[2] / "inventory.yml"
 ENV_VAR = "ZACHOT_INVENTORY"
+# Searched in this order after $ZACHOT_INVENTORY and the config key zachot.inventory.
+# Never next to the package: an installed package lives in site-packages.
+SEARCH_PATHS: tuple[Path, ...] = (Path("inventory.yml"), Path("~/.config/zachot/inventory.yml"))
 
 # Limits that stop hostile or broken files before any alias is expanded.
 MAX_BYTES = 1024 * 1024
@@ -48,9 +56,21 @@ MAX_DEPTH = 64  # PyYAML's composer recurses; this keeps it far from RecursionEr
 
 
 def inventory_path(config_value: str | None = None) -> Path:
-    """The file to load: $ZACHOT_INVENTORY, else config `zachot.inventory`, else DEFAULT_PATH."""
+    """$ZACHOT_INVENTORY, else config `zachot.inventory`, else the first of SEARCH_PATHS
+    that exists (./inventory.yml, then ~/.config/zachot/inventory.yml)."""
     chosen = os.environ.get(ENV_VAR) or config_value
-    return Path(chosen).expanduser() if chosen else DEFAULT_PATH
+    if chosen:
+        return Path(chosen).expanduser()
+    for candidate in SEARCH_PATHS:
+        if candidate.expanduser().exists():
+            return candidate.expanduser().absolute()
+    looked = ", ".join(
+        [f"${ENV_VAR} (unset)", "config zachot.inventory (unset)"]
+        + [str(c.expanduser().absolute()) for c in SEARCH_PATHS]
+    )
+    raise UsageError(
+        f"no inventory file found; looked at {looked}; create one there or {_HOW_TO_CHOOSE}"
+    )
 
 
 @dataclass(frozen=True)
@@ -88,9 +108,21 @@ class Inventory:
 
 
 def load_inventory(path: Path) -> Inventory:
-    """Parse and validate an inventory file; every problem raises one InventoryError."""
+    """Parse and validate an inventory file; every problem raises one InventoryError.
+    Ansible variables the toolkit does not use are noted on stderr, once per key."""
     path = Path(path)
-    return _Loader(path).load(_read(path))
+    text = None if path.is_dir() else _read(path)
+    if ansible_source.is_ansible_source(path, text):
+        # INI, a plugin's config, a script or a directory: as ansible-inventory reads it,
+        # in our shape; errors name keys but no lines (the lines are not the file's).
+        loader = _Loader(path, generated=True)
+        inventory = loader.load(ansible_source.as_our_yaml(path))
+    else:
+        loader = _Loader(path)
+        inventory = loader.load(text)
+    for name in loader.notes:
+        output.warn(f"{path}: {name} is an Ansible variable this toolkit does not use; ignored")
+    return inventory
 
 
 # --- the schema, derived from model.py's type hints --------------------------------
@@ -112,15 +144,9 @@ _FLAT_KEYS = [
 _VARS_KEYS = [*_FLAT_KEYS, *_SECTIONS]
 _GROUP_KEYS = ["vars", "hosts", "children"]
 
-# Hints for keys that exist elsewhere: a section field written at the top of vars,
-# or an Ansible variable an operator may carry over from an Ansible inventory.
+# Hints for keys that exist elsewhere: a section field written at the top of vars.
 _VARS_HINTS = {
-    **{field: f"{section}.{field}" for section, hints in _SECTION_HINTS.items() for field in hints},
-    "ansible_host": "address",
-    "ansible_port": "port",
-    "ansible_user": "user",
-    "ansible_ssh_private_key_file": "identity_file",
-    "ansible_become": "sudo",
+    field: f"{section}.{field}" for section, hints in _SECTION_HINTS.items() for field in hints
 }
 
 # --- value checks, keyed by (section, field); "" is the flat host section ----------
@@ -242,6 +268,11 @@ _CHECKS: dict[tuple[str, str], Check] = {
     ),
     ("", "sudo_password_env"): _ENV_KEY_CHECK,
     ("", "connect_timeout"): _at_least(0, inclusive=False),
+    ("", "replaces"): _pattern(
+        _HOST_NAME, "host name", "letters, digits, . _ -; starting with a letter or digit"
+    ),
+    ("restore", "find_links"): _url(("http", "https")),
+    ("restore", "index_url"): _url(("http", "https")),
     ("layout", "root"): _ABSOLUTE,
     ("layout", "env_file"): _ABSOLUTE,
     ("layout", "unit_dir"): _ABSOLUTE,
@@ -266,6 +297,7 @@ _CHECKS: dict[tuple[str, str], Check] = {
     ("dramatiq", "queues"): _pattern(
         _DRAMATIQ_NAME, "Dramatiq queue name", "letters, digits, . _ -"
     ),
+    ("dramatiq", "heartbeat_timeout"): _at_least(0, inclusive=False),
     ("store", "lock_timeout"): _at_least(0),
     ("backup", "max_age_days"): _at_least(0, inclusive=False),
     ("backup", "keep_last"): _at_least(0),
@@ -285,6 +317,16 @@ _CHECKS: dict[tuple[str, str], Check] = {
         _HOST_NAME, "host name", "letters, digits, . _ -; starting with a letter or digit"
     ),
     ("backup", "offsite_dir"): _remote_path(absolute=False),
+    ("backup", "offsite_s3_endpoint"): _url(("http", "https")),
+    ("backup", "offsite_s3_bucket"): _pattern(
+        re.compile(r"[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]"), "S3 bucket name", "a-z 0-9 . -"
+    ),
+    ("backup", "offsite_s3_region"): _pattern(
+        re.compile(r"[a-z0-9-]{1,40}"), "region", "a-z 0-9 -"
+    ),
+    ("backup", "offsite_retain_days"): _at_least(0),
+    ("backup", "routine_overdue_hours"): _at_least(0),
+    ("backup", "healthcheck_url"): _url(("http", "https")),
     ("backup", "cron_schedule"): _pattern(
         _CRON_SCHEDULE, "cron schedule", "five cron fields such as '0 2 * * 0', or @weekly"
     ),
@@ -370,8 +412,18 @@ def _unknown_key(name: str, valid: list[str], hints: dict[str, str]) -> str:
 @dataclass
 class _Group:
     name: str
-    vars: dict[str, Any]
-    members: list[str]  # recursive, in file order
+    line: int  # first mention
+    vars: dict[str, Any] = dataclasses.field(default_factory=dict)
+    vars_line: int | None = None  # where the (only) non-empty vars are
+    # Direct members in file order: hosts, and child groups with where they are named.
+    entries: list[str | _ChildRef] = dataclasses.field(default_factory=list)
+
+
+@dataclass(frozen=True)
+class _ChildRef:
+    name: str
+    key: str
+    line: int
 
 
 @dataclass
@@ -382,16 +434,18 @@ class _HostDef:
 
 
 class _Loader:
-    def __init__(self, path: Path) -> None:
-        self.path = path
+    def __init__(self, path: Path, generated: bool = False) -> None:
+        self.path, self.generated = path, generated
         self.base = path.expanduser().absolute().parent  # relative local paths start here
-        self.groups: list[_Group] = []  # pre-order: "all" first, parents before children
-        self.group_lines: dict[str, int] = {}
+        self.groups: dict[str, _Group] = {}  # first mention order: "all" first
         self.hosts: dict[str, _HostDef] = {}
+        self.notes: dict[str, None] = {}  # ansible_* variables ignored, once per key
 
     def fail(
         self, key: str, problem: str, node: Node | None = None, line: int | None = None
     ) -> NoReturn:
+        if self.generated:
+            node, line, problem = None, None, f"{problem} (as ansible-inventory reads it)"
         raise InventoryError(self.path, key, problem, _line(node) if node is not None else line)
 
     # -- document --
@@ -410,12 +464,19 @@ class _Loader:
                 "", f"expected a mapping with the top-level key 'all', got {_describe(root)}", root
             )
         top = {name: (k, v) for name, k, v in self.items(root, "", "top-level keys")}
-        for name, (key_node, _) in top.items():
-            if name != "all":
-                self.fail(name, _unknown_key(name, ["all"], {}), key_node)
-        if "all" not in top:
+        if not top:
             self.fail("", "missing the top-level key 'all'", root)
-        self.group("all", top["all"][1], "all")
+        for name, (key_node, _) in top.items():
+            # Other top-level keys are groups, as in Ansible; 'alll', 'al' or 'All' is a typo.
+            if name != "all" and re.fullmatch(r"a+l+", name, re.IGNORECASE):
+                self.fail(name, _unknown_key(name, ["all"], {}), key_node)
+        all_key, all_node = top.get("all", (root, ScalarNode(_TAG + "null", "")))
+        self.group("all", all_node, "all", _line(all_key))
+        for name, (key_node, node) in top.items():
+            if name != "all":
+                self.check_group_name(name, key_node, name)
+                self.groups["all"].entries.append(_ChildRef(name, name, _line(key_node)))
+                self.group(name, node, name, _line(key_node))
         return self.build()
 
     def yaml_error(self, exc: yaml.YAMLError, text: str) -> NoReturn:
@@ -531,43 +592,47 @@ class _Loader:
 
     # -- structure: groups and hosts --
 
-    def group(self, name: str, node: Node, key: str) -> list[str]:
-        """Record a group (and its children); return its hosts, recursively, in file order."""
-        group = _Group(name, {}, [])
-        self.groups.append(group)
+    def group(self, name: str, node: Node, key: str, line: int) -> None:
+        """Record a group mention. As in Ansible, a group named in several places (under
+        all.children and under another group's children) is one group: its hosts and
+        children add up; its vars may be given in one place only."""
+        group = self.groups.setdefault(name, _Group(name, line))
         for part, key_node, value in self.items(node, key, "'vars', 'hosts' and 'children'"):
             part_key = _join(key, part)
             if part == "vars":
-                group.vars = self.vars(value, part_key)
+                group_vars = self.vars(value, part_key)
+                if not group_vars:
+                    continue
+                if group.vars_line is not None:
+                    self.fail(
+                        part_key,
+                        f"group {name!r} has vars already (line {group.vars_line});"
+                        " give a group's vars in one place",
+                        key_node,
+                    )
+                group.vars, group.vars_line = group_vars, _line(key_node)
             elif part == "hosts":
                 for host, host_key, host_vars in self.items(value, part_key, "host names"):
                     self.host(host, host_key, host_vars, _join(part_key, host))
-                    group.members.append(host)
+                    group.entries.append(host)
             elif part == "children":
                 for child, child_key, child_node in self.items(value, part_key, "group names"):
                     child_path = _join(part_key, child)
                     self.check_group_name(child, child_key, child_path)
-                    group.members.extend(self.group(child, child_node, child_path))
-            elif part in _VARS_KEYS or part in _VARS_HINTS:
+                    group.entries.append(_ChildRef(child, child_path, _line(child_key)))
+                    self.group(child, child_node, child_path, _line(child_key))
+            elif part in _VARS_KEYS or part in _VARS_HINTS or part.startswith("ansible_"):
                 self.fail(
                     part_key, f"unknown key {part!r}; host variables go under 'vars:'", key_node
                 )
             else:
                 self.fail(part_key, _unknown_key(part, _GROUP_KEYS, {}), key_node)
-        group.members = list(dict.fromkeys(group.members))
-        return group.members
 
     def check_group_name(self, name: str, key_node: Node, key: str) -> None:
         if problem := _NAME_CHECK(name):
             self.fail(key, f"group {problem}", key_node)
         if name == "all":
             self.fail(key, "'all' is the implicit top group; it cannot be a child", key_node)
-        if name in self.group_lines:
-            self.fail(
-                key,
-                f"group {name!r} is defined twice (first at line {self.group_lines[name]})",
-                key_node,
-            )
         if name in self.hosts:
             first = self.hosts[name].first_line
             self.fail(
@@ -575,15 +640,14 @@ class _Loader:
                 f"group {name!r} has the same name as a host (line {first}); names must be unique",
                 key_node,
             )
-        self.group_lines[name] = _line(key_node)
 
     def host(self, name: str, key_node: Node, node: Node, key: str) -> None:
         if problem := _NAME_CHECK(name):
             self.fail(key, f"host {problem}", key_node)
         if name == "all":
             self.fail(key, "'all' is reserved for the group of all hosts", key_node)
-        if name in self.group_lines:
-            first = self.group_lines[name]
+        if name in self.groups:
+            first = self.groups[name].line
             self.fail(
                 key,
                 f"host {name!r} has the same name as a group (line {first}); names must be unique",
@@ -605,12 +669,24 @@ class _Loader:
     def vars(self, node: Node, key: str) -> dict[str, Any]:
         """Converted host variables; sections become dicts of their own."""
         out: dict[str, Any] = {}
+        spelled: dict[str, str] = {}  # our key -> the name it was given under here
         for name, key_node, value in self.items(node, key, "host variables"):
             name_key = _join(key, name)
+            field = ansible_source.EQUIVALENTS.get(name, name)
             if name in _SECTIONS:
                 out[name] = self.section(name, value, name_key)
-            elif name in _FLAT_KEYS:
-                out[name] = self.convert(_HOST_HINTS[name], value, name_key, ("", name))
+            elif field in _FLAT_KEYS:
+                converted = self.convert(_HOST_HINTS[field], value, name_key, ("", field))
+                if field in out and out[field] != converted:
+                    self.fail(
+                        name_key,
+                        f"{name!r} and {spelled[field]!r} are both given with different values;"
+                        " keep one",
+                        key_node,
+                    )
+                out[field], spelled[field] = converted, name
+            elif name.startswith("ansible_"):
+                self.notes.setdefault(name)
             else:
                 self.fail(name_key, _unknown_key(name, _VARS_KEYS, _VARS_HINTS), key_node)
         return out
@@ -714,23 +790,80 @@ class _Loader:
     # -- result --
 
     def build(self) -> Inventory:
-        hosts = {name: self.build_host(name, known) for name, known in self.hosts.items()}
-        groups = {group.name: tuple(group.members) for group in self.groups}
-        return Inventory(self.path, hosts, groups)
+        order = self.parents_first()
+        members: dict[str, list[str]] = {}
+        for name in reversed(order):  # children first: each group's hosts are built once
+            found = [
+                entry if isinstance(entry, str) else member
+                for entry in self.groups[name].entries
+                for member in ([entry] if isinstance(entry, str) else members[entry.name])
+            ]
+            members[name] = list(dict.fromkeys(found))
+        depths = dict.fromkeys(order, 0)
+        for name in order:  # the longest path from 'all', as Ansible counts a group's depth
+            for entry in self.groups[name].entries:
+                if isinstance(entry, _ChildRef):
+                    depths[entry.name] = max(depths[entry.name], depths[name] + 1)
+        # Ansible's precedence: all < groups by depth (a child beats its parent), then by
+        # name between groups of one depth < the host's own vars.
+        ordered = sorted(self.groups.values(), key=lambda g: (depths[g.name], g.name))
+        sets = {name: set(hosts) for name, hosts in members.items()}
+        hosts = {
+            name: self.build_host(name, known, sets, ordered) for name, known in self.hosts.items()
+        }
+        # Ansible's 'ungrouped' is implicit: the hosts in no other group. Naming it only
+        # puts hosts (and its vars) there; it is not a group of its own here.
+        shown = {name: tuple(members[name]) for name in self.groups if name != _UNGROUPED}
+        return Inventory(self.path, hosts, shown)
 
-    def build_host(self, name: str, known: _HostDef) -> Host:
-        member_of = [group for group in self.groups if name in group.members]
+    def parents_first(self) -> list[str]:
+        """The groups in topological order from 'all' (an iterative depth-first walk, so a
+        long chain of references cannot exhaust the stack); a cycle is one error naming the
+        reference that closes it."""
+        finished: list[str] = []
+        state: dict[str, str] = {}  # "open" while on the walk's path, then "done"
+        path: list[tuple[str, Iterator[str | _ChildRef]]] = []
+
+        def enter(name: str) -> None:
+            state[name] = "open"
+            path.append((name, iter(self.groups[name].entries)))
+
+        enter("all")
+        while path:
+            name, entries = path[-1]
+            child = next((e for e in entries if isinstance(e, _ChildRef)), None)
+            if child is None:
+                path.pop()
+                state[name] = "done"
+                finished.append(name)
+            elif state.get(child.name) == "open":
+                names = [open_name for open_name, _ in path]
+                cycle = " -> ".join([*names[names.index(child.name) :], child.name])
+                self.fail(child.key, f"groups contain each other ({cycle})", line=child.line)
+            elif child.name not in state:
+                enter(child.name)
+        return finished[::-1]
+
+    def build_host(
+        self, name: str, known: _HostDef, members: dict[str, set[str]], ordered: list[_Group]
+    ) -> Host:
         flat: dict[str, Any] = {}
         sections: dict[str, dict[str, Any]] = {section: {} for section in _SECTIONS}
-        for layer in [*(group.vars for group in member_of), known.vars]:
+        layers = [group.vars for group in ordered if name in members[group.name]]
+        for layer in [*layers, known.vars]:
             for field, value in layer.items():
                 if field in sections:
                     sections[field].update(value)  # sections merge key by key
                 else:
                     flat[field] = value
         built = {section: _SECTIONS[section](**values) for section, values in sections.items()}
-        groups = tuple(group.name for group in member_of if group.name != "all")
+        groups = tuple(
+            g for g in self.groups if g not in ("all", _UNGROUPED) and name in members[g]
+        )
         return Host(name=name, groups=groups, **flat, **built)
+
+
+_UNGROUPED = "ungrouped"
 
 
 def _join(key: str, name: str) -> str:

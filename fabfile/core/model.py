@@ -45,6 +45,9 @@ class DramatiqSettings:
     # "dramatiq:queue:default" does not exist.
     namespace: str = "dramatiq"
     queues: tuple[str, ...] = ("default",)
+    # Dramatiq's heartbeat timeout (its broker's default 60 s): an older heartbeat is a
+    # stale worker, not a live one.
+    heartbeat_timeout: float = 60.0
 
 
 @dataclass(frozen=True)
@@ -79,8 +82,29 @@ class BackupSettings:
     # there, relative to the SFTP login directory.
     offsite_host: str | None = None
     offsite_dir: str = "zachot"
+    # Or S3-compatible object storage (offsite_dir is then the key prefix); credentials
+    # come from boto3's chain (AWS_* environment variables, a profile file), never from here.
+    offsite_s3_endpoint: str | None = None
+    offsite_s3_bucket: str | None = None
+    offsite_s3_region: str = "us-east-1"
+    # S3 Object Lock: each upload is retained this many days (0: none).
+    offsite_retain_days: int = 0
     # The laptop's cron entry (backup.cron): runbook's weekly, Sunday 02:00.
     cron_schedule: str = "0 2 * * 0"
+    # backup.routine: --if-overdue runs it only when the last success is older than this;
+    # monitoring, both off unless set: healthchecks.io-style pings, a Prometheus textfile.
+    routine_overdue_hours: float = 168.0
+    healthcheck_url: str | None = None
+    metrics_file: Path | None = None
+
+
+@dataclass(frozen=True)
+class RestoreSettings:
+    # Where restore.server and drill get pip packages when no flag says: a local
+    # wheelhouse pushed to the box, or a URL the box reaches (at most one).
+    wheelhouse: Path | None = None
+    find_links: str | None = None
+    index_url: str | None = None
 
 
 @dataclass(frozen=True)
@@ -98,9 +122,13 @@ class Host:
     known_hosts: Path | None = None
     host_key_policy: HostKeyPolicy = "strict"
     scratch: bool = False
+    # The host this one stands in for (new-box replaces prod): restore.server's and
+    # drill's default --source.
+    replaces: str | None = None
     groups: tuple[str, ...] = ()
     layout: Layout = field(default_factory=Layout)
     redis: RedisSettings = field(default_factory=RedisSettings)
     dramatiq: DramatiqSettings = field(default_factory=DramatiqSettings)
     store: StoreSettings = field(default_factory=StoreSettings)
     backup: BackupSettings = field(default_factory=BackupSettings)
+    restore: RestoreSettings = field(default_factory=RestoreSettings)

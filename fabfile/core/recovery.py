@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from dataclasses import replace
 
 from invoke import Context
 
@@ -38,14 +39,35 @@ def recover(
     dry_run: bool,
     runbook_rto: str,
     force: bool = False,
+    replaces: bool = True,
 ) -> None:
+    """`replaces`: without --source, restore the backups of the host the inventory says
+    this one replaces (restores do; deploys do not)."""
     if not first_call(task_name):
         return
     inventory = load(c)
     host = one_host(c, inventory, task_name)
-    origin = inventory.host(source) if source else host
+    origin, said = origin_of(inventory, host, source) if replaces else (host, "")
+
+    def noted(ctx: RestoreContext) -> plans.Plan:
+        built = build(ctx)
+        return replace(built, title=f"{built.title}; {said}") if said else built
+
     with restore_context(c, host, origin, force=force) as ctx:
-        run_recovery(ctx, task_name, build, yes=yes, dry_run=dry_run, runbook_rto=runbook_rto)
+        run_recovery(ctx, task_name, noted, yes=yes, dry_run=dry_run, runbook_rto=runbook_rto)
+
+
+def origin_of(inventory: Inventory, host: Host, source: str | None) -> tuple[Host, str]:
+    """Whose backups to restore: --source, else the host the inventory says `host` replaces,
+    else its own; and, for the plan, a note when the inventory chose it."""
+    if source:
+        return inventory.host(source), ""  # the plan's title names it already
+    if host.replaces:
+        if host.replaces == host.name:
+            raise UsageError(f"{host.name}: the inventory says it replaces itself; fix replaces:")
+        said = f"source {host.replaces} (inventory: {host.name} replaces {host.replaces})"
+        return inventory.host(host.replaces), said
+    return host, ""
 
 
 def one_host(c: Context, inventory: Inventory, task_name: str) -> Host:
@@ -70,7 +92,6 @@ def restore_context(
             transport,
             Store(origin.store.path),
             origin.name,
-            # Root tasks (drill) do not see the restore collection's config.
             health_timeout=float(restore.get("health_timeout", HEALTH_TIMEOUT)),
             origin=origin,
             force=force,

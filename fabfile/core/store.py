@@ -48,6 +48,8 @@ from fabfile.core.manifest import (
 __all__ = ["KINDS", "BackupRef", "FileRecord", "Manifest", "StagedBackup", "Store"]
 
 LOCK_NAME = ".lock"
+# backup.routine's record of its last runs (core/routine.py).
+ROUTINE_NAME = ".routine.json"
 STAGING_PREFIX = ".staging-"
 # A deleted backup is renamed to this first, then removed; a leftover is already gone.
 DELETING_PREFIX = ".deleting-"
@@ -430,8 +432,8 @@ class Store:
     def _layout_problems(self) -> list[str]:
         found = []
         for entry in _entries(self.root):
-            if entry.name.startswith(LOCK_NAME):
-                continue  # the lock and its transient temp/stale files
+            if entry.name.startswith((LOCK_NAME, ROUTINE_NAME)):
+                continue  # the lock and the routine's record, and their transient temp files
             if not (is_host_name(entry.name) and entry.is_dir(follow_symlinks=False)):
                 found.append(f"{entry.path}: stray entry, not a host directory")
                 continue

@@ -11,7 +11,8 @@ HELP = {
     "to": "tag or commit to go back to (default: the previous good deployment in the "
     "host's history, else the newest tag before HEAD; refs marked bad are skipped)",
     "find_links": "a URL of wheels the box can reach, for pip --no-index --find-links "
-    "when requirements.txt changed (default: pip's index)",
+    "when requirements.txt changed (default: the inventory's restore.find_links, else pip's "
+    "index)",
     "yes": "do not ask for confirmation",
     "dry_run": "print the plan (target, last commits, history) and change nothing",
 }

@@ -10,7 +10,8 @@ from ..core.runner import guarded
 
 HELP = {
     "from_": "latest (default), a backup id, or a unique id prefix",
-    "source": "restore the backups of this inventory host (default: the target host)",
+    "source": "restore the backups of this inventory host (default: the host the inventory "
+    "says the target replaces, else the target itself)",
     "yes": "do not ask for confirmation",
     "dry_run": "print the plan with a masked diff and change nothing",
     "force": "use the backup even though it fails verification (damaged or incomplete)",

@@ -16,10 +16,11 @@ import time
 import urllib.error
 import urllib.request
 import uuid
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import pytest
+import yaml
 
 from sandbox import fleet as fleet_mod
 from sandbox import preflight
@@ -75,6 +76,14 @@ class Fleet:
         process = self.fab_started(*args)
         stdout, stderr = process.communicate(timeout=timeout)
         return subprocess.CompletedProcess(process.args, process.returncode, stdout, stderr)
+
+    def without_wheelhouse(self, tmp: Path) -> Fleet:
+        """This fleet with a copy of its inventory that names no restore.wheelhouse: pip on
+        a box then has no package source (the boxes have no internet)."""
+        data = yaml.safe_load(self.inventory.read_text())
+        data["all"]["vars"].pop("restore", None)
+        (tmp / "inventory.yml").write_text(yaml.safe_dump(data, sort_keys=False))
+        return replace(self, inventory=tmp / "inventory.yml")
 
     def fab_started(self, *args: str) -> subprocess.Popen[str]:
         """The same, started in the background (for runs that overlap)."""

@@ -174,11 +174,13 @@ def test_drill_without_yes_in_a_non_interactive_run_changes_nothing(drilled, fle
     assert (snapshot(fleet, NEW), reports(drilled.store)) == before
 
 
-def test_a_failed_restore_fails_the_drill_and_still_writes_the_report(drilled, fleet):
+def test_a_failed_restore_fails_the_drill_and_still_writes_the_report(drilled, fleet, tmp_path):
     """Resets new-box. Without a wheel source pip cannot reach PyPI from the box: step 5 fails."""
     fleet.reset(NEW)
     before = reports(drilled.store)
-    run = fleet.fab("-H", NEW, "drill", "--source", SOURCE, "--yes", timeout=900)
+    run = fleet.without_wheelhouse(tmp_path).fab(
+        "-H", NEW, "drill", "--source", SOURCE, "--yes", timeout=900
+    )
     assert run.returncode == 1, run.stdout + run.stderr
     last = run.stderr.strip().splitlines()[-1]
     assert last.startswith("error: drill ") and "step 5" in last and "report: " in last

@@ -152,17 +152,18 @@ def test_crontab_refusing_the_table_is_one_line_and_changes_nothing(operator):
 def test_cli_install_run_unattended_show_and_remove(operator, operator_inventory):
     inventory, host = operator_inventory
     UserCrontab(operator.name).write(THEIRS)
-    dry = operator.fab("-H", "local", "backup.cron", "--install", "--dry-run", inventory=inventory)
+    cron = ("backup.cron", "--scheduler", "cron")
+    dry = operator.fab("-H", "local", *cron, "--install", "--dry-run", inventory=inventory)
     assert dry.returncode == 0, dry.stderr
     assert operator.crontab() == THEIRS and "+# >>> zachot" in dry.stdout
     for _ in range(2):
-        done = operator.fab("-H", "local", "backup.cron", "--install", inventory=inventory)
+        done = operator.fab("-H", "local", *cron, "--install", inventory=inventory)
         assert done.returncode == 0, done.stderr
     found = crontab.entry(operator.crontab())
     log = operator.home / ".local/state/zachot/backup-cron.log"
     assert found.schedule == "0 2 * * 0"
     assert found.command == crontab.job_command(
-        project=ROOT, fab=FAB, inventory=inventory, hosts="local", log=log
+        project=ROOT, fab=FAB, inventory=inventory, hosts="local", log=log, task="backup.routine"
     )
     assert operator.crontab().startswith(THEIRS)
     assert stat.S_IMODE(log.parent.stat().st_mode) == 0o700
@@ -170,27 +171,31 @@ def test_cli_install_run_unattended_show_and_remove(operator, operator_inventory
     ran = operator.run_as_cron(found.command)
     assert ran.returncode == 0, log.read_text()
     lines = log.read_text().splitlines()
-    assert " backup.all start (pid " in lines[0]
-    assert " backup.all end: exit 0 after " in lines[-1]
+    assert " backup.routine start (pid " in lines[0]
+    assert " backup.routine end: exit 0 after " in lines[-1]
     assert any(ln.startswith("local: env ") for ln in lines)
     text = log.read_text()
     assert "\x1b" not in text and CANARY not in text  # plain, and never a secret
     assert [r.kind for r in Store(host.store.path).list()] == ["env", "units"]
-    shown = operator.fab("backup.cron", "--show", inventory=inventory)
+    shown = operator.fab(*cron, "--show", inventory=inventory)
     assert "exit 0 (ok)" in shown.stdout and f"log:      {log}" in shown.stdout
+    assert "routine local: last run: " in shown.stdout  # the store's record too
 
     # A manual run holds the store lock: the cron run waits 1 s, then gives up clearly.
     with Store(host.store.path).lock(timeout=5, purpose="a manual backup.all"):
         locked = operator.run_as_cron(found.command)
     assert locked.returncode == 75
     this_run = log.read_text().splitlines()[len(lines) :]
-    assert " backup.all start " in this_run[0] and " end: exit 75 " in this_run[-1]
-    [error] = [ln for ln in this_run if ln.startswith("error:")]
-    assert "locked" in error and "a manual backup.all" in error
-    shown = operator.fab("backup.cron", "--show", inventory=inventory)
+    assert " backup.routine start " in this_run[0] and " end: exit 75 " in this_run[-1]
+    # Every step that needs the store says why, in one line each; prune waits for a backup.
+    errors = [ln for ln in this_run if ln.startswith("error:")]
+    assert errors and all("locked" in e and "a manual backup.all" in e for e in errors), errors
+    table = "\n".join(this_run)
+    assert "\nbackup\tFAILED (exit 75)\t" in table and "skipped: backup failed" in table
+    shown = operator.fab(*cron, "--show", inventory=inventory)
     assert "exit 75 (FAILED)" in shown.stdout
 
-    gone = operator.fab("backup.cron", "--remove", inventory=inventory)
+    gone = operator.fab(*cron, "--remove", inventory=inventory)
     assert gone.returncode == 0, gone.stderr
     assert operator.crontab() == THEIRS
 

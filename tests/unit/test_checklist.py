@@ -144,7 +144,7 @@ def test_a_healthy_box_is_all_ok_in_the_runbooks_order():
         "0600 zachot:zachot, 6 keys"
     )
     assert "recorded v1.2.0 (299f172edb05)" in items["code in /opt/zachot/repo"].evidence
-    assert items["zachot-worker.service"].evidence.endswith("1 live heartbeat(s)")
+    assert items["zachot-worker.service"].evidence.endswith("1 live worker(s)")
     assert not any(r.fix for r in rows)
 
 

@@ -12,7 +12,6 @@ import pytest
 from fabfile.core import inventory as inventory_module
 from fabfile.core.errors import InventoryError, UnknownHostError, UsageError
 from fabfile.core.inventory import (
-    DEFAULT_PATH,
     Inventory,
     inventory_path,
     load_inventory,
@@ -287,7 +286,7 @@ def test_host_lookup_and_names(tmp_path):
 
 
 def test_shipped_inventory_loads():
-    inv = load_inventory(DEFAULT_PATH)
+    inv = load_inventory(ROOT / "inventory.yml")
     assert list(inv.hosts) == ["prod", "staging", "new-box"]
     assert inv.host("prod").address == "203.0.113.10"
     assert inv.host("new-box").scratch is True
@@ -302,10 +301,31 @@ def test_shipped_inventory_loads():
     assert [h.name for h in inv.resolve("scratch")] == ["new-box"]
 
 
-def test_inventory_path_precedence(monkeypatch, tmp_path):
+def test_inventory_path_search_order(monkeypatch, tmp_path):
+    # $ZACHOT_INVENTORY, config zachot.inventory, ./inventory.yml, ~/.config/zachot/...;
+    # never next to the package (site-packages once installed).
+    home, cwd = tmp_path / "home", tmp_path / "cwd"
+    user_file = home / ".config" / "zachot" / "inventory.yml"
+    user_file.parent.mkdir(parents=True)
+    cwd.mkdir()
+    monkeypatch.setenv("HOME", str(home))
+    monkeypatch.chdir(cwd)
     monkeypatch.delenv("ZACHOT_INVENTORY", raising=False)
-    assert inventory_path() == DEFAULT_PATH
-    assert DEFAULT_PATH == ROOT / "inventory.yml"
+    with pytest.raises(UsageError) as caught:
+        inventory_path()
+    message = str(caught.value)
+    assert "\n" not in message
+    for looked in (
+        "$ZACHOT_INVENTORY",
+        "zachot.inventory",
+        str(cwd / "inventory.yml"),
+        str(user_file),
+    ):
+        assert looked in message
+    user_file.write_text("all:\n")
+    assert inventory_path() == user_file
+    (cwd / "inventory.yml").write_text("all:\n")
+    assert inventory_path() == cwd / "inventory.yml"
     assert inventory_path(str(tmp_path / "cfg.yml")) == tmp_path / "cfg.yml"
     monkeypatch.setenv("ZACHOT_INVENTORY", str(tmp_path / "env.yml"))
     assert inventory_path(str(tmp_path / "cfg.yml")) == tmp_path / "env.yml"
@@ -405,7 +425,12 @@ UNKNOWN_KEYS = [
         "typo-env-file", "layout: {env_flie: /x}", "layout.env_flie", "did you mean 'env_file'?"
     ),
     bad_var("misplaced-section-key", "env_file: /x", "env_file", "did you mean 'layout.env_file'?"),
-    bad_host("ansible-name", "ansible_host: x", "ansible_host", "did you mean 'address'?"),
+    bad(
+        "ansible-var-outside-vars",
+        "all:\n  children:\n    g:\n      ansible_user: x  # <-\n",
+        "all.children.g.ansible_user",
+        "host variables go under 'vars:'",
+    ),
     bad_var("no-close-match", "zzz: 1", "zzz", "valid keys: address, port"),
     bad_var("name-not-settable", "groups: [a]", "groups", "unknown key 'groups'"),
     bad_var("redis-typo", "redis: {urll: x}", "redis.urll", "did you mean 'url'?"),
@@ -432,10 +457,43 @@ DUPLICATES = [
         "host 'prod' is defined twice (first at line 3)",
     ),
     bad(
-        "group-defined-twice",
-        "all:\n  children:\n    a: {}\n    b:\n      children:\n        a: {}  # <-\n",
-        "all.children.b.children.a",
-        "group 'a' is defined twice (first at line 3)",
+        "group-vars-twice",
+        "all:\n  children:\n    a: {vars: {port: 1}}\n    b:\n      children:\n"
+        "        a:\n          vars: {port: 2}  # <-\n",
+        "all.children.b.children.a.vars",
+        "group 'a' has vars already (line 3)",
+    ),
+    bad(
+        "group-cycle",
+        "all:\n  children:\n    a:\n      children:\n        b:\n          children:\n"
+        "            a:  # <-\n",
+        "all.children.a.children.b.children.a",
+        "groups contain each other (a -> b -> a)",
+    ),
+    bad(
+        "group-contains-itself",
+        "all:\n  children:\n    a:\n      children:\n        a:  # <-\n",
+        "all.children.a.children.a",
+        "groups contain each other (a -> a)",
+    ),
+    bad(
+        "group-cycle-by-reference",
+        "all:\n  children:\n    a:\n      children:\n        b:\nb:\n  children:\n    a:  # <-\n",
+        "b.children.a",
+        "groups contain each other (a -> b -> a)",
+    ),
+    bad(
+        "ansible-and-own-key-differ",
+        "all:\n  hosts:\n    prod:\n      address: 192.0.2.1\n"
+        "      ansible_host: 192.0.2.2  # <-\n",
+        "all.hosts.prod.ansible_host",
+        "'ansible_host' and 'address' are both given with different values; keep one",
+    ),
+    bad(
+        "ansible-value-checked",
+        "all:\n  hosts:\n    prod:\n      ansible_port: 70000  # <-\n",
+        "all.hosts.prod.ansible_port",
+        "must be a port number",
     ),
     bad(
         "group-named-like-host",

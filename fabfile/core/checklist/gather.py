@@ -47,11 +47,13 @@ def redis_facts(transport: Transport) -> RedisFacts:
     try:
         with open_redis(transport, timeout=REDIS_TIMEOUT) as client:
             version = client.info("server").get("redis_version", "?")
-            report = read_report(client, dramatiq.namespace, dramatiq.queues)
+            timeout_ms = round(dramatiq.heartbeat_timeout * 1000)
+            report = read_report(client, dramatiq.namespace, dramatiq.queues, timeout_ms)
     except RedisUnavailable as exc:
         return RedisFacts(ok=False, detail=exc.message)
     queues = report.as_meta()["queues"]
-    return RedisFacts(True, f"PONG, redis {version}", report.workers_alive, queues)
+    stale = report.workers_known - report.workers_alive
+    return RedisFacts(True, f"PONG, redis {version}", report.workers_alive, queues, stale)
 
 
 def backups(host: Host) -> dict[str, BackupInfo]:

@@ -133,8 +133,14 @@ class LogScan:
 class RedisFacts:
     ok: bool
     detail: str  # "redis 7.0.15" or why not
-    workers_alive: int | None = None
+    workers_alive: int | None = None  # heartbeats newer than dramatiq.heartbeat_timeout
     queues: dict[str, dict[str, int]] = field(default_factory=dict)
+    workers_stale: int = 0  # older heartbeats: stopped workers (or producers), not counted
+
+    @property
+    def workers_said(self) -> str:
+        stale = f", {self.workers_stale} stale" if self.workers_stale else ""
+        return f"{self.workers_alive} live worker(s){stale}"
 
 
 @dataclass(frozen=True)

@@ -95,8 +95,7 @@ def status_rows(host: Host, facts: HostFacts) -> list[Row]:
         if service.role == "redis":
             said.append(facts.redis.detail)
         elif service.role == "worker":
-            alive = facts.redis.workers_alive
-            said.append(f"{alive} live heartbeat(s)" if facts.redis.ok else "heartbeats unknown")
+            said.append(facts.redis.workers_said if facts.redis.ok else "heartbeats unknown")
         else:
             said.append(f"health {facts.health}")
         if state.restarts:

@@ -32,10 +32,11 @@ def deploy(
     yes: bool,
     dry_run: bool,
 ) -> None:
-    pip = PipSource.parse(None, find_links, None)
     made: list[Deployment] = []
 
     def build(ctx: RestoreContext) -> deploy_plan.Plan:
+        # --find-links, else the host's inventory restore.find_links, else pip's index.
+        pip = PipSource.parse(None, find_links or ctx.host.restore.find_links, None)
         built, deployment = deploy_plan.plan(ctx, action, to, pip)
         made.append(deployment)
         return built
@@ -46,6 +47,7 @@ def deploy(
             f"deploy.{action}",
             build,
             source=None,
+            replaces=False,  # a deploy moves the host's own code; no one else's backups
             yes=yes,
             dry_run=dry_run,
             runbook_rto=deploy_plan.RUNBOOK_RTO,

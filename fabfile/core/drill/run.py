@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
 from datetime import UTC, datetime
 
 from invoke import Context
@@ -11,8 +12,9 @@ from ..checklist import Report, check
 from ..errors import UsageError, ZachotError
 from ..manifest import KINDS
 from ..model import Host
+from ..offsite_fetch import fetch_for_restore
 from ..plan import Plan
-from ..recovery import RecoveryFailed, one_host, restore_context, run_recovery
+from ..recovery import RecoveryFailed, one_host, origin_of, restore_context, run_recovery
 from ..restores import server as server_restore
 from ..restores.context import RestoreContext
 from ..restores.server_options import Options, PipSource, wanted_ref
@@ -28,6 +30,10 @@ RESTORED_KINDS = ("env", "units")  # what restore.server puts on the box
 class DrillFailed(ZachotError):
     """The restore failed or the checklist found a ✗; the report says which."""
 
+    def __init__(self, message: str, drill: Drill | None = None) -> None:
+        super().__init__(message)
+        self.drill = drill
+
 
 def drill(
     c: Context,
@@ -38,19 +44,29 @@ def drill(
     index_url: str | None,
     yes: bool,
     dry_run: bool,
-) -> None:
+) -> Drill | None:
+    """The drill's report (None on a dry run); a failed drill raises DrillFailed with it."""
     if not first_call(TASK):
-        return
+        return None
     inventory = load(c)
     target = one_host(c, inventory, TASK)
-    if not source:
-        raise UsageError("name the host whose backups the drill restores: --source <host>")
-    origin = inventory.host(source)
+    if not source and not target.replaces:
+        raise UsageError(
+            "name the host whose backups the drill restores: --source <host>, or set "
+            f"replaces: <host> on {target.name} in the inventory"
+        )
+    origin, said = origin_of(inventory, target, source)
     guard.check(target, origin, [h.name for h in inventory.hosts.values() if h.scratch])
+    if said:
+        output.info(f"Drill: {said}")
+    # The laptop lost too: the backups the restore needs come from the off-site copy first.
+    fetched = fetch_for_restore(origin, inventory.host, kinds=RESTORED_KINDS)
     # force: the target is scratch by definition, so an earlier drill's zachot there is
     # expected; restore.server stops it and brings it to the source's latest backups.
     options = Options(
-        pip=PipSource.parse(wheelhouse, find_links, index_url), force=True, dry_run=dry_run
+        pip=PipSource.for_host(target, wheelhouse, find_links, index_url),
+        force=True,
+        dry_run=dry_run,
     )
     store = Store(origin.store.path)
     started = datetime.now(UTC)
@@ -63,7 +79,8 @@ def drill(
     def build(ctx: RestoreContext) -> Plan:
         try:
             latest = [ctx.store.resolve(ctx.source, kind, "latest") for kind in RESTORED_KINDS]
-            built.append(server_restore.plan(ctx, options))
+            plan = server_restore.plan(ctx, options)
+            built.append(replace(plan, title=f"{plan.title}; {fetched}") if fetched else plan)
         except ZachotError as exc:
             unusable.append(exc.message)  # e.g. no backup, or a damaged one: a failed drill
             raise
@@ -90,7 +107,7 @@ def drill(
                 f"then: run the checklist on {target.name} (read-only) and write the report "
                 f"to {where}/<UTC id>.md and .json"
             )
-            return
+            return None
         # Nothing restored: the box still shows whatever was there before, so do not judge it.
         checklist, checklist_error = _checklist(ctx, origin) if built else (None, None)
     done = {(r.kind, r.id) for r in restored}
@@ -115,6 +132,7 @@ def drill(
         pip=options.pip.describe(),
     )
     _finish(store, result)
+    return result
 
 
 def _checklist(ctx: RestoreContext, origin: Host) -> tuple[Report | None, str | None]:
@@ -154,5 +172,6 @@ def _finish(store: Store, drill: Drill) -> None:
     if not drill.passed:
         raise DrillFailed(
             f"drill {drill.id} of {drill.source} onto {drill.target} failed: "
-            f"{'; '.join(drill.failures)}; report: {md}"
+            f"{'; '.join(drill.failures)}; report: {md}",
+            drill,
         )

@@ -71,7 +71,8 @@ def _backups(ctx: RestoreContext, selector: str) -> tuple[BackupRef, BackupRef]:
         if ctx.source != ctx.host.name:
             raise
         raise BackupNotFoundError(
-            f"{exc.message}; a new box has no backups of its own: name the lost host with --source"
+            f"{exc.message}; a new box has no backups of its own: name the lost host with "
+            f"--source, or once in the inventory: replaces: <host> on {ctx.host.name}"
         ) from None
 
 

@@ -11,6 +11,7 @@ from urllib.parse import urlsplit
 from .. import output
 from ..errors import UsageError
 from ..manifest import short_repr
+from ..model import Host
 from ..store import BackupRef
 
 _REF_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9._/+-]{0,199}", re.ASCII)
@@ -47,6 +48,17 @@ class PipSource:
                 "--only-binary=:all: --python-version <box's python3> -d DIR -r requirements.txt"
             )
         return cls(wheelhouse=path)
+
+    @classmethod
+    def for_host(
+        cls, host: Host, wheelhouse: str | None, find_links: str | None, index_url: str | None
+    ) -> PipSource:
+        """The flags when any is given, else the host's inventory restore.* defaults."""
+        if not (wheelhouse or find_links or index_url):
+            said = host.restore
+            wheelhouse = str(said.wheelhouse) if said.wheelhouse else None
+            find_links, index_url = said.find_links, said.index_url
+        return cls.parse(wheelhouse, find_links, index_url)
 
     def describe(self) -> str:
         if self.wheelhouse:
