@@ -108,7 +108,8 @@ def test_two_restores_on_one_host_the_second_is_refused(prod11):
 
 
 def cron_fires(lab: Lab, log: Path) -> int:
-    """The laptop's crontab line (backup.cron's own command) run the way cron runs it."""
+    """A scheduled job's command line (crontab.job_command, here with backup.all) run the way
+    cron runs it."""
     fab = Path(sys.executable).parent / "fab"
     command = job_command(project=ROOT, fab=fab, inventory=lab.inventory, hosts=lab.box, log=log)
     env = {"HOME": os.environ.get("HOME", "/root"), "PATH": "/usr/bin:/bin", "SHELL": "/bin/sh"}

@@ -103,7 +103,8 @@ def loose_modes(root: Path) -> list[str]:
 
 
 def cron_fires(lab: Lab, log: Path) -> int:
-    """backup.cron's own command line, run the way cron runs it, appending to `log`."""
+    """A scheduled job's command line (crontab.job_command, here with backup.all), run the way
+    cron runs it, appending to `log`."""
     fab = Path(sys.executable).parent / "fab"
     command = job_command(project=ROOT, fab=fab, inventory=lab.inventory, hosts=lab.box, log=log)
     env = {"HOME": os.environ.get("HOME", "/root"), "PATH": "/usr/bin:/bin", "SHELL": "/bin/sh"}
