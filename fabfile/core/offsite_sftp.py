@@ -12,7 +12,7 @@ import hashlib
 import posixpath
 import secrets
 import stat
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import BinaryIO
 
 import paramiko
@@ -201,12 +201,7 @@ class SftpBackend:
         return digest.hexdigest()
 
     def remove(self, path: str) -> None:
-        try:
-            self.sftp.remove(path)
-        except FileNotFoundError:
-            pass
-        except SFTP_ERRORS as exc:
-            raise self.fail(path, exc) from None
+        self._gone(self.sftp.remove, path)
 
     def delete_backup(self, directory: str) -> None:
         # The manifest first: from here on the backup is incomplete, so nothing counts on it.
@@ -214,12 +209,16 @@ class SftpBackend:
         there = self.probe(directory)  # what is really there, upload leftovers included
         for name in [*sorted(there.files), *there.temps] if there else ():
             self.remove(posixpath.join(directory, name))
+        self._gone(self.sftp.rmdir, directory)
+
+    def _gone(self, remove: Callable[[str], object], path: str) -> None:
+        """Remove `path`; already gone is done (a re-run after a cut finishes the job)."""
         try:
-            self.sftp.rmdir(directory)
+            remove(path)
         except FileNotFoundError:
             pass
         except SFTP_ERRORS as exc:
-            raise self.fail(directory, exc) from None
+            raise self.fail(path, exc) from None
 
     def locked_until(self, directory: str) -> str | None:
         return None  # an SFTP box has no retention lock

@@ -12,8 +12,10 @@ Test modules import the fixtures they use (`from .lab import prod9_lab  # noqa: 
 from __future__ import annotations
 
 import dataclasses
+import os
 import secrets
 import subprocess
+import sys
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -21,10 +23,11 @@ from typing import Any
 import pytest
 import yaml
 
+from fabfile.core.crontab import job_command
 from fabfile.core.inventory import load_inventory
 from fabfile.core.model import Host
 from fabfile.core.store import Store
-from tests.integration.conftest import Fleet
+from tests.integration.conftest import ROOT, Fleet
 
 ENV = "/opt/zachot/envs/prod/etc/zachot.env"
 VAULT = "vault"
@@ -67,6 +70,15 @@ class Lab:
 
     def started(self, *args: str, hosts: str | None = None) -> subprocess.Popen[str]:
         return self.fleet.fab_started("-H", hosts or self.box, *args)
+
+    def cron_fires(self, log: Path, timeout: float = 600) -> int:
+        """The scheduled job's command line (crontab.job_command), run the way cron runs it:
+        /bin/sh, a bare PATH, appending to `log`."""
+        fab = Path(sys.executable).parent / "fab"
+        command = job_command(project=ROOT, fab=fab, inventory=self.inventory, hosts=self.box,
+                              log=log)  # fmt: skip
+        env = {"HOME": os.environ.get("HOME", "/root"), "PATH": "/usr/bin:/bin", "SHELL": "/bin/sh"}
+        return subprocess.run(["/bin/sh", "-c", command], env=env, timeout=timeout).returncode
 
     def sh(self, script: str, *, box: str | None = None, timeout: float = 300) -> str:
         """Root shell in the box, not through the code under test; must succeed."""

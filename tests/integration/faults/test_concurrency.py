@@ -8,16 +8,10 @@ so the second surely starts while the first holds its lock, however fast the box
 
 from __future__ import annotations
 
-import os
 import socket
 import subprocess
-import sys
-from pathlib import Path
 
 import pytest
-
-from fabfile.core.crontab import job_command
-from tests.integration.conftest import ROOT
 
 from . import inject
 from .lab import ENV, Lab, prod11_lab  # noqa: F401  (fixture)
@@ -107,15 +101,6 @@ def test_two_restores_on_one_host_the_second_is_refused(prod11):
     assert prod11.fleet.exec(prod11.box, ["test", "-e", "/run/zachot-ops/lock"]).returncode
 
 
-def cron_fires(lab: Lab, log: Path) -> int:
-    """A scheduled job's command line (crontab.job_command, here with backup.all) run the way
-    cron runs it."""
-    fab = Path(sys.executable).parent / "fab"
-    command = job_command(project=ROOT, fab=fab, inventory=lab.inventory, hosts=lab.box, log=log)
-    env = {"HOME": os.environ.get("HOME", "/root"), "PATH": "/usr/bin:/bin", "SHELL": "/bin/sh"}
-    return subprocess.run(["/bin/sh", "-c", command], env=env, timeout=300).returncode
-
-
 @pytest.mark.parametrize("lock_timeout", [0, 30])
 @pytest.mark.fault(FAULT, checked="cron during a manual run: 75 and one log line, or it waits")
 def test_the_laptop_cron_firing_during_a_manual_run(prod11, lock_timeout):
@@ -123,7 +108,7 @@ def test_the_laptop_cron_firing_during_a_manual_run(prod11, lock_timeout):
     log = prod11.tmp / "backup-cron.log"
     with held(prod11, "read", ENV):
         manual = started_and_holding(prod11, "backup.all")
-        code = cron_fires(prod11, log)
+        code = prod11.cron_fires(log)
         manual_code, out, err = finished(manual)
     assert manual_code == 0, out + err
     lines = log.read_text().splitlines()

@@ -10,11 +10,9 @@ that holds the canary (and for the canary in any process's command line).
 
 from __future__ import annotations
 
-import os
 import secrets
 import stat
 import subprocess
-import sys
 import threading
 import time
 from collections.abc import Iterator
@@ -24,9 +22,7 @@ from pathlib import Path
 
 import pytest
 
-from fabfile.core.crontab import job_command
 from sandbox.box import box_exec
-from tests.integration.conftest import ROOT
 
 from .lab import ENV, VAULT, VAULT_ROOT, Lab, prod8_lab, prod11_lab  # noqa: F401  (fixtures)
 
@@ -102,15 +98,6 @@ def loose_modes(root: Path) -> list[str]:
     return found
 
 
-def cron_fires(lab: Lab, log: Path) -> int:
-    """A scheduled job's command line (crontab.job_command, here with backup.all), run the way
-    cron runs it, appending to `log`."""
-    fab = Path(sys.executable).parent / "fab"
-    command = job_command(project=ROOT, fab=fab, inventory=lab.inventory, hosts=lab.box, log=log)
-    env = {"HOME": os.environ.get("HOME", "/root"), "PATH": "/usr/bin:/bin", "SHELL": "/bin/sh"}
-    return subprocess.run(["/bin/sh", "-c", command], env=env, timeout=600).returncode
-
-
 def add_canary(lab: Lab) -> str:
     canary = f"zc-canary-{secrets.token_hex(12)}"
     lab.sh(f"printf 'CANARY_SECRET=%s\\n' '{canary}' >> {ENV}")
@@ -180,7 +167,7 @@ def test_the_canary_never_leaves_the_env_file(prod11):
                 assert run.stderr.strip().splitlines()[-1].startswith("error: "), (args, said)
             if args[0].startswith("restore.") and "--yes" in args:
                 after_restore[args[0]] = env_meta(prod11)
-        assert cron_fires(prod11, log) == 0, log.read_text()
+        assert prod11.cron_fires(log) == 0, log.read_text()
     assert watch.leaks == [], watch.leaks
     assert watch.rate > 3, f"the watcher managed {watch.rate:.1f} rounds a second"
 
