@@ -15,7 +15,9 @@ backup that is no longer local (to learn what it refers to). Deleting drops the
 backups from the index first (it never lists one being deleted), then removes each
 manifest first, so from its first request on a backup is incomplete: nothing counts
 on it, and the next prune finishes it. Backups go newest first, so one that refers
-to another always goes before it.
+to another always goes before it. A backup the policy forgets but S3 Object Lock still
+retains is kept, with what it refers to, and said so (one HEAD per backup to forget,
+only with backup.offsite_retain_days); a later prune deletes it.
 """
 
 from __future__ import annotations
@@ -180,18 +182,21 @@ def decide_offsite(
     local_kept: Collection[str],
     pinned: Mapping[str, str],
     read: Callable[[str], Manifest],
+    locked: Callable[[str], str | None] = lambda _id: None,
 ) -> list[Decision]:
-    """The decisions for one kind's complete off-site backups, newest first."""
+    """The decisions for one kind's complete off-site backups, newest first (locked: when
+    a backup's Object Lock retention ends, while it lasts)."""
     snapshots = [
         Snapshot(i, (local[i].created if i in local else id_time(i)).astimezone()) for i in ids
     ]
+    references = RemoteReferences(ids, local, read)
     decisions = protect(apply_policy(snapshots, policy), pinned=pinned)
     decisions = protect(
-        decisions,
-        pinned={i: KEPT_LOCALLY for i in ids if i in local_kept},
-        references=RemoteReferences(ids, local, read),
+        decisions, pinned={i: KEPT_LOCALLY for i in ids if i in local_kept}, references=references
     )
-    return decisions
+    held = {d.id: f"locked until {until} (Object Lock)" for d in decisions
+            if not d.keep and (until := locked(d.id))}  # fmt: skip
+    return protect(decisions, pinned=held, references=references) if held else decisions
 
 
 def offsite_pins(store: Store, host: str, kind: str, ids: Collection[str]) -> dict[str, str]:
@@ -233,7 +238,15 @@ def prune_offsite(
             local_kept=local_kept.get(kind, ()),
             pinned=offsite_pins(store, host.name, kind, complete),
             read=lambda i, kind=kind: _read_manifest(vault, host, kind, i),
+            locked=lambda i, kind=kind: vault.locked_until(backup_dir(host, kind, i)),
         )
+        # A leftover Object Lock still retains stays, shown as kept, until a later prune.
+        for backup_id in leftovers:
+            if until := vault.locked_until(backup_dir(host, kind, backup_id)):
+                why = f"{LEFTOVER}; locked until {until} (Object Lock)"
+                decisions.append(Decision(backup_id, id_time(backup_id).astimezone(), (why,)))
+        held = {d.id for d in decisions}
+        leftovers = tuple(i for i in leftovers if i not in held)
         results.append(OffsitePrune(host.name, vault.name, kind, tuple(decisions), leftovers))
     return _delete_all(vault, host, index, results) if apply else results
 
@@ -307,11 +320,7 @@ def _delete_offsite(vault: Backend, host: Host, result: OffsitePrune) -> Offsite
     deleted: list[str] = []
     for backup_id in [*result.leftovers, *(d.id for d in result.forget)]:
         try:
-            directory = backup_dir(host, result.kind, backup_id)
-            if until := vault.locked_until(directory):
-                why = f"stopped at {result.kind} {backup_id}: locked until {until} (Object Lock)"
-                return replace(result, deleted=tuple(deleted), error=why)
-            vault.delete_backup(directory)
+            vault.delete_backup(backup_dir(host, result.kind, backup_id))
         except ZachotError as exc:
             why = f"stopped at {result.kind} {backup_id}: {exc.message}; run it again to finish"
             return replace(result, deleted=tuple(deleted), error=why)

@@ -24,10 +24,12 @@ OPENING_CALLS = {
     "boto3.client",
     "boto3.Session",
     "boto3.session.Session",
+    "botocore.session.Session",
     "Connection",
 }
 OPENING_METHODS = {
     "client",
+    "create_client",
     "create_connection",
     "get_transport",
     "open_channel",

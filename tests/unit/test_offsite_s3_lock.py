@@ -1,6 +1,5 @@
-"""Object Lock on a server that enforces it (AWS S3), with botocore's Stubber: an extra to
-the real rclone server in tests/sshd/test_offsite_backends.py, which keeps but does not
-enforce retention dates."""
+"""Object Lock as AWS S3 answers it, with botocore's Stubber: an extra to the real server
+that enforces it (moto's) in tests/sshd/test_offsite_object_lock.py."""
 
 from __future__ import annotations
 
@@ -36,6 +35,8 @@ def test_uploads_carry_a_retention_date_and_locked_backups_are_reported():
     put = {"Bucket": "b", "Key": "z/h/env/1/f.age", "Body": data, "ChecksumSHA256": ANY,
            "ContentMD5": ANY, "ObjectLockMode": "COMPLIANCE",
            "ObjectLockRetainUntilDate": ANY}  # fmt: skip
+    enabled = {"ObjectLockConfiguration": {"ObjectLockEnabled": "Enabled"}}
+    stub.add_response("get_object_lock_configuration", enabled, {"Bucket": "b"})
     stub.add_response("put_object", {"ETag": '"x"'}, put)
     until = datetime.now(UTC) + timedelta(days=30)
     head = {"Bucket": "b", "Key": "z/h/env/1/manifest.json"}
@@ -56,10 +57,20 @@ def test_a_delete_refused_by_the_lock_is_one_line():
     stub.add_response("delete_object", {}, {"Bucket": "b", "Key": "d/manifest.json"})
     # Multipart uploads a dead link left open are aborted with the backup (none here).
     stub.add_response("list_multipart_uploads", {}, {"Bucket": "b", "Prefix": "d/"})
+    # A versioned bucket (Object Lock implies it): every version goes, by its id.
+    stub.add_response("get_bucket_versioning", {"Status": "Enabled"}, {"Bucket": "b"})
     listing = {"Bucket": "b", "Prefix": "d/", "MaxKeys": 1000}
-    stub.add_response("list_objects_v2", {"Contents": [{"Key": "d/f.age", "Size": 1}]}, listing)
+    found = {"Versions": [{"Key": "d/f.age", "VersionId": "v1"}]}
+    stub.add_response("list_object_versions", found, listing)
     errors = [{"Key": "d/f.age", "Code": "AccessDenied", "Message": "locked"}]
-    batch = {"Bucket": "b", "Delete": {"Objects": [{"Key": "d/f.age"}], "Quiet": True}}
+    objects = [{"Key": "d/f.age", "VersionId": "v1"}]
+    batch = {"Bucket": "b", "Delete": {"Objects": objects, "Quiet": True}}
     stub.add_response("delete_objects", {"Errors": errors}, batch)
-    with stub, pytest.raises(TransferError, match=r"d/f.age: not deleted \(AccessDenied\)"):
+    with (
+        stub,
+        pytest.raises(
+            TransferError,
+            match=r"d/f.age: not deleted \(AccessDenied\); Object Lock still retains it",
+        ),
+    ):
         s3.delete_backup("d")
