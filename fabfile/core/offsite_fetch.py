@@ -17,7 +17,7 @@ import contextlib
 import hashlib
 import os
 import posixpath
-from collections import Counter
+import time
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -28,8 +28,9 @@ from .manifest import KINDS, MANIFEST_NAME, Manifest
 from .model import Host
 from .offsite import MAX_REMOTE_MANIFEST, backup_dir, load_index
 from .offsite_backend import Backend, grouped, has_offsite, open_offsite
+from .plan import Step
 from .runner import Outcome, failed
-from .store import STAGING_PREFIX, Store, _fsync_dir, _write_atomic
+from .store import STAGING_PREFIX, Store, _fsync_dir, _makedirs_private, _write_atomic
 
 RESTORED = ("env", "units")  # what restore.server puts on the box
 
@@ -83,7 +84,7 @@ def _fetch_one(store: Store, host: Host, backend: Backend, kind: str, backup_id:
     if (manifest.host, manifest.kind, manifest.id) != (host.name, kind, backup_id):
         raise StoreError(f"{where}: its manifest names another backup; not fetched")
     kind_dir = store.root / host.name / kind
-    kind_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
+    _makedirs_private(kind_dir)  # an empty store: the host's directory too, 0700
     staging = kind_dir / f"{STAGING_PREFIX}{backup_id}-fetch"  # fixed name: resumable
     staging.mkdir(exist_ok=True, mode=0o700)
     for record in manifest.files:
@@ -164,23 +165,70 @@ def _outcome(host: str, rows: list[FetchRow]) -> Outcome:
     return Outcome(host, False, detail + "; run it again to resume", 0.0, TransferError.exit_code)
 
 
-def fetch_missing(host: Host, find: Callable[[str], Host], kinds: Sequence[str]) -> str | None:
-    """Fetch `host`'s off-site backups of `kinds` the store lacks, under the store lock; the
-    line for the plan (None: nothing was missing). Raises ZachotError if any is not fetched."""
+@dataclass(frozen=True)
+class Fetched:
+    """What a restore took from the off-site copy because the store lacked it (or, on a dry
+    run, would take: nothing is fetched then)."""
+
+    origin: str  # the back end: the vault host, or s3://<bucket>
+    host: str
+    store: Path
+    rows: tuple[FetchRow, ...]  # fetched (or would fetch) only
+    seconds: float
+    dry_run: bool = False
+
+    @property
+    def backups(self) -> dict[str, list[str]]:
+        found: dict[str, list[str]] = {}
+        for row in self.rows:
+            found.setdefault(row.kind, []).append(row.id)
+        return found
+
+    @property
+    def note(self) -> str:
+        """The plan's line."""
+        what = ", ".join(f"{len(ids)} {kind}" for kind, ids in self.backups.items())
+        verb = "would fetch" if self.dry_run else "fetched"
+        return (
+            f"{verb} from off-site ({self.origin}): {what} backups of {self.host} the store lacked"
+        )
+
+    def step(self) -> Step:
+        """The fetch as a plan step, for a dry run to show (the real run fetches before it
+        plans the restore, whose steps read the fetched files)."""
+        actions = tuple(
+            f"fetch {r.kind} {r.id} ({r.detail}) from {self.origin} into "
+            f"{self.store / self.host / r.kind / r.id}: each file checked against the "
+            "off-site manifest's sha256, staged, then renamed in"
+            for r in self.rows
+        )
+        title = f"fetch {self.host}'s backups the store lacks from off-site ({self.origin})"
+        return Step("fetch", title, actions)
+
+
+def fetch_missing(
+    host: Host, find: Callable[[str], Host], kinds: Sequence[str], *, dry_run: bool = False
+) -> Fetched | None:
+    """Fetch `host`'s off-site backups of `kinds` the store lacks, under the store lock
+    (a dry run only lists them); None when nothing was missing. Raises ZachotError if any
+    is not fetched."""
     store = Store(host.store.path)
-    with (
-        open_offsite(host, find) as backend,
-        store.lock(timeout=host.store.lock_timeout, purpose="backup.fetch"),
-    ):
-        rows = fetch(host, backend, kinds=kinds)
+    started = time.monotonic()
+    # A dry run changes nothing, the store's directory included (lock() creates it).
+    lock = (
+        contextlib.nullcontext()
+        if dry_run
+        else store.lock(timeout=host.store.lock_timeout, purpose="backup.fetch")
+    )
+    with open_offsite(host, find) as backend, lock:
+        rows = fetch(host, backend, kinds=kinds, dry_run=dry_run)
         name = backend.name
     if bad := [r for r in rows if not r.ok]:
         raise TransferError(f"{host.name}: {_outcome(host.name, bad).detail}")
-    fetched = Counter(r.kind for r in rows if r.result == "fetched")
-    if not fetched:
+    got = tuple(r for r in rows if r.result in ("fetched", "would fetch"))
+    if not got:
         return None
-    what = ", ".join(f"{n} {kind}" for kind, n in fetched.items())
-    return f"fetched from off-site ({name}): {what} backups of {host.name} the store lacked"
+    return Fetched(name, host.name, store.root, got, time.monotonic() - started, dry_run)
 
 
 def fetch_for_restore(
@@ -188,15 +236,17 @@ def fetch_for_restore(
     find: Callable[[str], Host],
     selector: str = "latest",
     kinds: Sequence[str] = RESTORED,
-) -> str | None:
+    *,
+    dry_run: bool = False,
+) -> Fetched | None:
     """restore.server and drill, when the laptop was lost too: if the store cannot resolve
     `selector` for one of `kinds` and `host` has an off-site copy, fetch what it lacks of
-    those kinds first (verified, as backup.fetch does); the plan's line, or None."""
+    those kinds first (verified, as backup.fetch does; a dry run only lists it)."""
     store = Store(host.store.path)
     lacking = [kind for kind in kinds if not _resolves(store, host.name, kind, selector)]
     if not lacking or not has_offsite(host):
         return None
-    return fetch_missing(host, find, lacking)
+    return fetch_missing(host, find, lacking, dry_run=dry_run)
 
 
 def _resolves(store: Store, host: str, kind: str, selector: str) -> bool:

@@ -6,10 +6,6 @@ from dataclasses import replace
 
 from invoke import task
 
-from ..core.offsite_fetch import fetch_for_restore
-from ..core.recovery import recover
-from ..core.restores import server as server_restore
-from ..core.restores.server_options import Options, PipSource
 from ..core.runner import guarded, load
 from .env import HELP as COMMON_HELP
 
@@ -46,15 +42,17 @@ def server(
     dry_run=False,
 ):
     """Rebuild a server on a fresh Debian box from --source's backups, then start and check it."""
+    from ..core.recovery import recover
+    from ..core.restores import server as server_restore
+    from ..core.restores.server_options import Options, PipSource
+
     options = Options(selector=from_, ref=ref, force=force, dry_run=dry_run)
 
     def build(ctx):
-        # The laptop lost too: what the store lacks comes from the off-site copy first.
-        fetched = fetch_for_restore(ctx.origin or ctx.host, load(c).host, from_)
         # The flags, else the target's inventory restore.wheelhouse/find_links/index_url.
         pip = PipSource.for_host(ctx.host, wheelhouse, find_links, index_url)
-        built = server_restore.plan(ctx, replace(options, pip=pip))
-        return replace(built, title=f"{built.title}; {fetched}") if fetched else built
+        # The laptop lost too: what the store lacks comes from the off-site copy first.
+        return server_restore.plan_fetching(ctx, replace(options, pip=pip), load(c).host)[0]
 
     recover(
         c,

@@ -16,6 +16,7 @@ import time
 import urllib.error
 import urllib.request
 import uuid
+from collections.abc import Iterator
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
@@ -24,6 +25,7 @@ import yaml
 
 from sandbox import fleet as fleet_mod
 from sandbox import preflight
+from sandbox import s3 as s3server
 from sandbox.box import box_exec
 from sandbox.config import API_PORT, INVENTORY, Paths
 from sandbox.state import load_state, recorded_specs
@@ -163,3 +165,15 @@ def fleet() -> Fleet:
     )
     if started and not _truthy("ZACHOT_SANDBOX_KEEP"):
         fleet_mod.down(paths, log=lambda _m: None)
+
+
+@pytest.fixture
+def s3(tmp_path, monkeypatch) -> Iterator[s3server.S3Server]:
+    """A fresh `rclone serve s3` for one test, its keys in the environment fab inherits."""
+    state = tmp_path / "s3"
+    state.mkdir()
+    server = s3server.start(state)
+    for name, value in server.env().items():
+        monkeypatch.setenv(name, value)  # fab's subprocesses inherit them
+    yield server
+    s3server.stop(state)

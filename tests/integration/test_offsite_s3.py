@@ -13,7 +13,6 @@ import pytest
 
 from fabfile.core import crypto
 from fabfile.core.store import Store
-from sandbox import s3 as s3server
 from tests.integration.adversary.hostile import env_secrets
 from tests.integration.faults.lab import Lab, _lab
 
@@ -30,17 +29,6 @@ def prod10_lab(fleet, tmp_path) -> Iterator[Lab]:
         yield from _lab(fleet, tmp_path, BOX)
     finally:
         fleet.reset(NEW)
-
-
-@pytest.fixture
-def s3(tmp_path, monkeypatch) -> Iterator[s3server.S3Server]:
-    state = tmp_path / "s3"
-    state.mkdir()
-    server = s3server.start(state)
-    for name, value in server.env().items():
-        monkeypatch.setenv(name, value)  # fab's subprocesses inherit them
-    yield server
-    s3server.stop(state)
 
 
 def test_routine_run_to_s3_then_fetch_rebuilds_the_lost_store(prod10: Lab, s3):

@@ -19,7 +19,7 @@ import subprocess
 import sys
 from collections.abc import Iterator
 from dataclasses import dataclass, replace
-from datetime import UTC, datetime, timedelta
+from datetime import timedelta
 from pathlib import Path
 
 import boto3
@@ -29,8 +29,6 @@ from fabfile.core import crypto, offsite, offsite_backend, offsite_fetch, offsit
 from fabfile.core.errors import StoreError, TransferError, UsageError
 from fabfile.core.manifest import MANIFEST_NAME
 from fabfile.core.model import Host
-from fabfile.core.prune import prune_offsite_host
-from fabfile.core.retention import Policy
 from fabfile.core.store import Store
 from sandbox import s3 as s3server
 from tests.sshd.cuttable import Link
@@ -371,27 +369,6 @@ def test_clock_skew_is_one_clear_error_then_a_retry_completes(s3_site, monkeypat
     assert all(r.ok for r in replicate(s3_site))
 
 
-def test_object_lock_retention_is_set_and_prune_reports_locked_until(s3_site):
-    """rclone's server keeps the retention date it is given (it does not enforce it): the
-    lock path on our side, that prune does not try to delete and says why, is real."""
-    settings = replace(s3_site.host.backup, offsite_retain_days=30)
-    site = replace(s3_site, host=replace(s3_site.host, backup=settings))
-    for day in range(3):
-        backup(site.host, ["env"], at=DAY + timedelta(days=day))
-    assert all(r.ok for r in replicate(site))
-    ref = Store(site.host.store.path).list("local", "env")[0]
-    key = f"{settings.offsite_dir}/{site.host.name}/env/{ref.id}/{MANIFEST_NAME}"
-    until = _client(site).head_object(Bucket=settings.offsite_s3_bucket, Key=key)
-    assert until["ObjectLockRetainUntilDate"] > datetime.now(UTC) + timedelta(days=29)
-    policy = Policy(keep_last=1, keep_daily=0, keep_weekly=0, keep_monthly=0)
-    [result] = prune_offsite_host(
-        site.host, site.find, policy, kinds=("env",), local_kept={"env": set()}, apply=True
-    )
-    assert "locked until 20" in (result.error or "") and "(Object Lock)" in result.error
-    assert result.deleted == ()
-    assert (site.stored("env", ref.id, MANIFEST_NAME)).exists()
-
-
 def test_a_routine_s3_run_with_nothing_new_makes_two_requests(s3_site, monkeypatch):
     for day in range(3):
         backup(s3_site.host, ["env", "units"], at=DAY + timedelta(days=day))
@@ -422,9 +399,16 @@ def test_restore_takes_the_off_site_copy_when_the_store_lacks_it(site):
     backup(site.host, ["env"])
     replicate(site)
     shutil.rmtree(site.host.store.path)
-    note = offsite_fetch.fetch_for_restore(site.host, site.find, kinds=["env"])
+    plan = offsite_fetch.fetch_for_restore(site.host, site.find, kinds=["env"], dry_run=True)
+    assert plan is not None and plan.step().actions  # the plan lists it, as a command
+    assert not Path(site.host.store.path).exists()  # a dry run changes nothing
+    fetched = offsite_fetch.fetch_for_restore(site.host, site.find, kinds=["env"])
+    assert fetched is not None and fetched.backups == plan.backups
     assert len(Store(site.host.store.path).list("local", "env")) == 1
-    assert note == f"fetched from off-site ({_name(site)}): 1 env backups of local the store lacked"
+    note = f"from off-site ({_name(site)}): 1 env backups of local the store lacked"
+    assert (plan.note, fetched.note) == (f"would fetch {note}", f"fetched {note}")
+    modes = {p.stat().st_mode & 0o777 for p in Path(site.host.store.path).rglob("*")}
+    assert modes == {0o700, 0o600}  # the host's directory too, created by the fetch
     assert offsite_fetch.fetch_for_restore(site.host, site.find, kinds=["env"]) is None
 
 

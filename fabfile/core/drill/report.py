@@ -11,13 +11,16 @@ import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from ..checklist.report import ChecklistFailed, Report
 from ..manifest import format_utc
 from ..output import human_age
 from ..plan import SKIPPED, Plan, StepResult
 from ..store import BackupRef
+
+if TYPE_CHECKING:
+    from ..offsite_fetch import Fetched
 
 FORMAT = 1
 _TARGET = re.compile(r"(?:\d+(?:\.\d+)?\s*-\s*)?(\d+(?:\.\d+)?)\s*(s|sec|min|h)\b", re.ASCII)
@@ -56,16 +59,16 @@ def _result(r: StepResult) -> str:
     return "skipped" if r.detail == SKIPPED else "ok"
 
 
-def step_times(plan: Plan | None, results: Sequence[StepResult]) -> tuple[StepTime, ...]:
-    """Every step of the plan: the timed ones, then those a failure left not run."""
-    times = [
-        StepTime(n, r.step.name, r.step.title, _result(r), r.seconds, r.detail)
-        for n, r in enumerate(results, 1)
-    ]
+def step_times(
+    plan: Plan | None, results: Sequence[StepResult], fetched: Fetched | None = None
+) -> tuple[StepTime, ...]:
+    """Every step: the fetch from off-site when the store lacked the backups (the laptop
+    lost too: part of the RTO), the plan's timed steps, then those a failure left not run."""
+    rows = [("fetch", fetched.step().title, "ok", fetched.seconds, fetched.note)] if fetched else []
+    rows += [(r.step.name, r.step.title, _result(r), r.seconds, r.detail) for r in results]
     rest = plan.steps[len(results) :] if plan else ()
-    for n, step in enumerate(rest, len(results) + 1):
-        times.append(StepTime(n, step.name, step.title, "not run", 0.0, ""))
-    return tuple(times)
+    rows += [(step.name, step.title, "not run", 0.0, "") for step in rest]
+    return tuple(StepTime(n, *row) for n, row in enumerate(rows, 1))
 
 
 @dataclass(frozen=True)
@@ -119,6 +122,7 @@ class Drill:
     checklist_error: str | None = None  # the checklist could not run
     code: str = ""  # which code the backups recorded as deployed
     pip: str = ""  # where the venv's packages came from
+    fetched: Fetched | None = None  # the backups came from the off-site copy
 
     @property
     def rto_seconds(self) -> float:
@@ -191,6 +195,13 @@ class Drill:
             "pip": self.pip,
             "checklist": self.checklist.as_json() if self.checklist else None,
             "checklist_error": self.checklist_error,
+            "fetched": {
+                "from": self.fetched.origin,
+                "backups": self.fetched.backups,
+                "seconds": round(self.fetched.seconds, 3),
+            }
+            if self.fetched
+            else None,
         }
 
     def rto_line(self) -> str:
@@ -206,7 +217,16 @@ class Drill:
                 f"; {len(self.skipped)} of {len(self.steps)} steps found their work already "
                 f"done on {self.target} and are not in it: {', '.join(self.skipped)}"
             )
+        if self.fetched:
+            said += f"; {self.fetched.seconds:.1f} s of it fetching from off-site"
         return said
+
+    def origin_line(self) -> str:
+        """Where the restored backups came from."""
+        if not self.fetched:
+            return "the local store"
+        ids = ", ".join(f"{k} {' '.join(v)}" for k, v in self.fetched.backups.items())
+        return f"restored from the off-site copy ({self.fetched.origin}), the store lacked {ids}"
 
     def backup_rows(self) -> list[tuple[str, str, str, str, str]]:
         rows = []
@@ -235,6 +255,7 @@ class Drill:
             f"- started {when}, took {self.wall_seconds:.1f} s in all",
             f"- measured RTO (restore.server steps): {self.rto_line()}",
             f"- code: {self.code or '-'}; packages: {self.pip or '-'}",
+            f"- backups: {self.origin_line()}",
         ]
         lines += [f"- failed: {_cell(f)}" for f in self.failures]
         lines += ["", "## Restore steps (restore.server)", ""]

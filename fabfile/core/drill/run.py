@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from dataclasses import replace
 from datetime import UTC, datetime
 
 from invoke import Context
@@ -12,7 +11,7 @@ from ..checklist import Report, check
 from ..errors import UsageError, ZachotError
 from ..manifest import KINDS
 from ..model import Host
-from ..offsite_fetch import fetch_for_restore
+from ..offsite_fetch import Fetched
 from ..plan import Plan
 from ..recovery import RecoveryFailed, one_host, origin_of, restore_context, run_recovery
 from ..restores import server as server_restore
@@ -59,8 +58,6 @@ def drill(
     guard.check(target, origin, [h.name for h in inventory.hosts.values() if h.scratch])
     if said:
         output.info(f"Drill: {said}")
-    # The laptop lost too: the backups the restore needs come from the off-site copy first.
-    fetched = fetch_for_restore(origin, inventory.host, kinds=RESTORED_KINDS)
     # force: the target is scratch by definition, so an earlier drill's zachot there is
     # expected; restore.server stops it and brings it to the source's latest backups.
     options = Options(
@@ -70,22 +67,23 @@ def drill(
     )
     store = Store(origin.store.path)
     started = datetime.now(UTC)
-    # The RPO: what the store held when the drill began, whatever is backed up meanwhile.
-    newest = [(kind, store.latest(origin.name, kind)) for kind in KINDS]
     built: list[Plan] = []
     restored: list[BackupRef] = []
     unusable: list[str] = []
+    fetches: list[Fetched] = []
 
     def build(ctx: RestoreContext) -> Plan:
         try:
-            latest = [ctx.store.resolve(ctx.source, kind, "latest") for kind in RESTORED_KINDS]
-            plan = server_restore.plan(ctx, options)
-            built.append(replace(plan, title=f"{plan.title}; {fetched}") if fetched else plan)
+            # The laptop lost too: what the store lacks comes from the off-site copy first.
+            plan, fetched = server_restore.plan_fetching(ctx, options, inventory.host)
+            fetches.extend([fetched] if fetched else [])
+            if not dry_run:  # a dry run fetched nothing: its plan is the fetch itself
+                restored.extend(ctx.store.resolve(ctx.source, k, "latest") for k in RESTORED_KINDS)
         except ZachotError as exc:
             unusable.append(exc.message)  # e.g. no backup, or a damaged one: a failed drill
             raise
-        restored.extend(latest)
-        return built[-1]
+        built.append(plan)
+        return plan
 
     with restore_context(c, target, origin) as ctx:
         question = f"Drill: overwrite scratch host {target.name} with {origin.name}'s backups?"
@@ -111,13 +109,17 @@ def drill(
         # Nothing restored: the box still shows whatever was there before, so do not judge it.
         checklist, checklist_error = _checklist(ctx, origin) if built else (None, None)
     done = {(r.kind, r.id) for r in restored}
+    # The RPO: what the store held as the restore began (after any fetch), not what a backup
+    # made since added.
+    newest = [(kind, _newest(store, origin.name, kind, started)) for kind in KINDS]
+    fetched = fetches[0] if fetches else None
     result = Drill(
         id=history.free_id(store, origin.name, started.strftime("%Y%m%dT%H%M%SZ")),
         source=origin.name,
         target=target.name,
         started=started,
         finished=datetime.now(UTC),
-        steps=step_times(built[0] if built else None, results),
+        steps=step_times(built[0] if built else None, results, fetched),
         rto_target=server_restore.RUNBOOK_RTO,
         backups=tuple(
             BackupAge.of(
@@ -130,6 +132,7 @@ def drill(
         checklist_error=checklist_error,
         code=_code(restored),
         pip=options.pip.describe(),
+        fetched=fetched,
     )
     _finish(store, result)
     return result
@@ -143,6 +146,12 @@ def _checklist(ctx: RestoreContext, origin: Host) -> tuple[Report | None, str | 
         return None, exc.message
     report.show()
     return report, None
+
+
+def _newest(store: Store, host: str, kind: str, before: datetime) -> BackupRef | None:
+    """The newest backup of `kind` made before the drill began (a fetched one included)."""
+    made = [ref for ref in store.list(host, kind) if ref.created <= before]
+    return made[-1] if made else None
 
 
 def _code(restored: list[BackupRef]) -> str:

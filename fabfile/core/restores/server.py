@@ -11,14 +11,16 @@ from __future__ import annotations
 
 import posixpath
 import tarfile
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from dataclasses import replace
 from pathlib import Path
 
 from .. import output, service_user, services
 from ..dramatiq_queues import workers_alive
 from ..errors import BackupNotFoundError, UsageError, ZachotError
 from ..facts import gather
-from ..model import Layout
+from ..model import Host, Layout
+from ..offsite_fetch import Fetched, fetch_for_restore
 from ..plan import Plan, Step
 from ..redis_access import RedisUnavailable, open_redis
 from ..store import BackupRef
@@ -30,6 +32,7 @@ from .env import env_install
 from .server_options import Options, PipSource, Wanted, wanted_ref
 
 RUNBOOK_RTO = "30-60 min"
+STEPS = ("packages", "user", "code", "files", "venv", "logs", "start")  # plan()'s, in order
 BASE_PACKAGES = ("python3", "python3-venv", "python3-pip", "redis-server", "git")
 PIP_QUIET = (
     "-q",
@@ -62,6 +65,31 @@ def plan(ctx: RestoreContext, options: Options) -> Plan:
         f"restore.server from {env_ref.host}'s backups (env {env_ref.id}, units {units_ref.id})",
         _guard(ctx, built, options),
     )
+
+
+def plan_fetching(
+    ctx: RestoreContext, options: Options, find: Callable[[str], Host]
+) -> tuple[Plan, Fetched | None]:
+    """The plan when the laptop may be lost too: what the store lacks of the env and units
+    backups comes from the off-site copy first, and the title says so. A dry run fetches
+    nothing: its plan is the fetch step alone, since the restore's steps read those files."""
+    fetched = fetch_for_restore(
+        ctx.origin or ctx.host, find, options.selector, dry_run=options.dry_run
+    )
+    if fetched and fetched.dry_run:
+        title = f"restore.server from {ctx.source}'s backups; {fetched.note}"
+        restore = Step(
+            "restore",
+            f"restore the {options.selector} env and units backups of {ctx.source}",
+            (
+                f"run restore.server's steps ({', '.join(STEPS)}) from the fetched backups; "
+                f"they read those files, so to see them first: fab -H {ctx.source} "
+                "backup.fetch, then this --dry-run again",
+            ),
+        )
+        return Plan(ctx.host.name, title, (fetched.step(), restore)), fetched
+    built = plan(ctx, options)
+    return (replace(built, title=f"{built.title}; {fetched.note}") if fetched else built), fetched
 
 
 def _backups(ctx: RestoreContext, selector: str) -> tuple[BackupRef, BackupRef]:
