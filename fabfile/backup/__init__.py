@@ -22,5 +22,7 @@ ns = Collection(
 # backup.all's defaults: hosts at once, --logs, and the off-site copy (made when the
 # inventory names backup.offsite_host; --no-offsite skips it).
 ns.configure({"backup": {"parallel": 1, "logs": False, "offsite": True}})
+# backup.replicate: backups in flight at once (an SFTP vault gets at most 8 sessions).
+ns.configure({"backup": {"offsite_transfers": 8}})
 # backup.cron: where the routine is scheduled (auto: launchd, systemd user timer, cron).
 ns.configure({"backup": {"scheduler": "auto"}})

@@ -4,10 +4,7 @@ from __future__ import annotations
 
 from invoke import task
 
-from ..core.backups.planner import store_locks
 from ..core.errors import UsageError
-from ..core.offsite import replicate_hosts
-from ..core.offsite_backend import has_offsite
 from ..core.runner import finish, first_call, guarded, load, requested_hosts, target_hosts
 
 HELP = {
@@ -15,13 +12,18 @@ HELP = {
     "rescan": "list every backup on the off-site box and rewrite its index (slow on a far link)",
     "verbose": "one row per backup, also those already there",
     "json": "every row as JSON instead of the table",
+    "transfers": "send this many backups at once (default: config backup.offsite_transfers)",
 }
 
 
 @task(help=HELP)
 @guarded
-def replicate(c, dry_run=False, rescan=False, verbose=False, json=False):
+def replicate(c, dry_run=False, rescan=False, verbose=False, json=False, transfers=None):
     """Send the backups the off-site box lacks (all hosts unless -H), verified there."""
+    from ..core.backups.planner import store_locks
+    from ..core.offsite import replicate_hosts
+    from ..core.offsite_backend import has_offsite
+
     if not first_call("backup.replicate"):
         return
     inventory = load(c)
@@ -33,7 +35,8 @@ def replicate(c, dry_run=False, rescan=False, verbose=False, json=False):
                 "no host sets backup.offsite_host or backup.offsite_s3_bucket; "
                 "name the off-site store there"
             )
-    options = {"rescan": rescan, "verbose": verbose, "as_json": json}
+    workers = int(transfers or c.config.backup.offsite_transfers)
+    options = {"rescan": rescan, "verbose": verbose, "as_json": json, "transfers": workers}
     if dry_run:
         finish(replicate_hosts(hosts, inventory.host, dry_run=True, **options))
         return

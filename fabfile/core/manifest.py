@@ -88,28 +88,30 @@ class FileRecord:
 
     def problem(self) -> str | None:
         """Why this record is unusable, or None. Shared by parsing and StagedBackup.add."""
-        checks = (
-            (
-                is_file_name(self.name),
-                f"file name {short_repr(self.name)} is not a plain file name",
-            ),
-            (_is_sha(self.sha256), f"{self.name}: sha256 is not 64 lowercase hex digits"),
-            (_is_int(self.size) and self.size >= 0, f"{self.name}: size must be an int >= 0"),
-            (isinstance(self.source, str), f"{self.name}: source must be a string"),
-            (_is_int(self.mode) and 0 <= self.mode <= 0o7777, f"{self.name}: bad mode"),
-            (isinstance(self.owner, str), f"{self.name}: owner must be a string"),
-            (isinstance(self.group, str), f"{self.name}: group must be a string"),
-            (_is_number(self.mtime), f"{self.name}: mtime must be a number"),
-            (
-                self.stored_in is None or is_backup_id(self.stored_in),
-                f"{self.name}: stored_in is not a backup id",
-            ),
-            (
-                self.ciphertext_sha256 is None or _is_sha(self.ciphertext_sha256),
-                f"{self.name}: ciphertext_sha256 is not 64 lowercase hex digits",
-            ),
-        )
-        return next((message for ok, message in checks if not ok), None)
+        # One `if` per rule, in order: each message is built only for the record that fails
+        # (a long history's scan checks thousands of records).
+        name = self.name
+        if not is_file_name(name):
+            return f"file name {short_repr(name)} is not a plain file name"
+        if not _is_sha(self.sha256):
+            return f"{name}: sha256 is not 64 lowercase hex digits"
+        if not (_is_int(self.size) and self.size >= 0):
+            return f"{name}: size must be an int >= 0"
+        if not isinstance(self.source, str):
+            return f"{name}: source must be a string"
+        if not (_is_int(self.mode) and 0 <= self.mode <= 0o7777):
+            return f"{name}: bad mode"
+        if not isinstance(self.owner, str):
+            return f"{name}: owner must be a string"
+        if not isinstance(self.group, str):
+            return f"{name}: group must be a string"
+        if not _is_number(self.mtime):
+            return f"{name}: mtime must be a number"
+        if not (self.stored_in is None or is_backup_id(self.stored_in)):
+            return f"{name}: stored_in is not a backup id"
+        if not (self.ciphertext_sha256 is None or _is_sha(self.ciphertext_sha256)):
+            return f"{name}: ciphertext_sha256 is not 64 lowercase hex digits"
+        return None
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -135,16 +137,18 @@ class FileRecord:
         mode = data["mode"]
         if not isinstance(mode, str) or MODE_RE.fullmatch(mode) is None:
             raise ValueError(f'{short_repr(data["name"])}: mode must be octal text like "0600"')
+        mtime = data["mtime"]
         record = cls(
-            **{key: data[key] for key in _FILE_REQUIRED if key != "mode"},
+            **{key: data[key] for key in _FILE_REQUIRED if key not in ("mode", "mtime")},
             mode=int(mode, 8),
+            # JSON may give an int mtime; keep the declared type (problem() rejects the rest).
+            mtime=float(mtime) if _is_number(mtime) else mtime,
             stored_in=data.get("stored_in"),
             ciphertext_sha256=data.get("ciphertext_sha256"),
         )
         if (problem := record.problem()) is not None:
             raise ValueError(problem)
-        # JSON may give an int mtime; keep the declared type.
-        return replace(record, mtime=float(record.mtime))
+        return record
 
 
 _FILE_REQUIRED = ("name", "sha256", "size", "source", "mode", "owner", "group", "mtime")
@@ -271,10 +275,10 @@ def _check_keys(
 
 
 def _no_duplicates(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
-    keys = [key for key, _ in pairs]
-    if len(keys) != len(set(keys)):
+    found = dict(pairs)
+    if len(found) != len(pairs):
         raise ValueError("a key appears twice")
-    return dict(pairs)
+    return found
 
 
 def _no_constant(name: str) -> None:

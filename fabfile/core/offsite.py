@@ -22,16 +22,26 @@ import hashlib
 import json
 import posixpath
 import re
+import threading
 from collections import Counter
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
 from . import crypto, output
-from .errors import StoreError, TransferError, ZachotError
+from .errors import StoreError, TransferError, UsageError, ZachotError
 from .manifest import KINDS, MANIFEST_NAME, Manifest, id_sort_key, is_backup_id, is_file_name
 from .model import Host
-from .offsite_backend import INDEX_NAME, Backend, RemoteBackup, Upload, grouped, has_offsite
+from .offsite_backend import (
+    INDEX_NAME,
+    MAX_TRANSFERS,
+    Backend,
+    RemoteBackup,
+    Upload,
+    grouped,
+    has_offsite,
+)
+from .offsite_waves import Done, Job, send_in_waves
 from .runner import Outcome, failed
 from .store import BackupRef, Store
 
@@ -206,16 +216,54 @@ def save_index(vault: Backend, host: Host, index: Index) -> None:
     index.changed = False
 
 
-def _expected(ref: BackupRef) -> dict[str, tuple[int, str]]:
-    """name -> (size, sha256) of what the vault should hold for `ref`, from its manifest."""
-    data = offsite_manifest(ref)
+def _expected(
+    ref: BackupRef, manifest: tuple[int, str] | None = None
+) -> dict[str, tuple[int, str]]:
+    """name -> (size, sha256) of what the vault should hold for `ref`, from its manifest;
+    `manifest` is the off-site manifest's (size, sha256) when already known (ManifestMemo)."""
     found = {
         record.name: (record.size, crypto.stored_sha256(record))
         for record in ref.manifest.files
         if record.stored_in is None  # unchanged content lives in (and goes with) its holder
     }
-    found[MANIFEST_NAME] = (len(data), _sha256(data))
+    found[MANIFEST_NAME] = manifest or _digest(offsite_manifest(ref))
     return found
+
+
+def _digest(data: bytes) -> tuple[int, str]:
+    return len(data), _sha256(data)
+
+
+class ManifestMemo:
+    """(size, sha256) of each backup's off-site manifest, kept in the store by the sha256 of
+    the local manifest's bytes: re-serialising a long history's manifests on every replicate
+    took about a second. A local manifest that changes has other bytes, so another key."""
+
+    # Part of every key: change it when Manifest.offsite or to_json change what the vault
+    # gets, so the memo cannot vouch for the old form (the next replicate repairs them all).
+    VERSION = b"offsite manifest 1\n"
+
+    def __init__(self, store: Store, host: str) -> None:
+        self.store, self.host = store, host
+        self.known = store.offsite_digests(host)
+        self.used: dict[str, tuple[int, str]] = {}
+
+    def of(self, ref: BackupRef) -> tuple[int, str]:
+        try:
+            key = _sha256(self.VERSION + (ref.path / MANIFEST_NAME).read_bytes())
+        except OSError:
+            return _digest(offsite_manifest(ref))  # uploads() reports the unusable copy
+        found = self.used[key] = self.known.get(key) or _digest(offsite_manifest(ref))
+        return found
+
+    def save(self) -> None:
+        """Rewrite the memo when it changed (hold the store lock); it is only a cache."""
+        if self.used == self.known:
+            return
+        try:
+            self.store.record_offsite_digests(self.host, self.used)
+        except OSError as exc:
+            output.warn(f"cannot write the off-site manifest memo of {self.host}: {exc}")
 
 
 def _sha256(data: bytes) -> str:
@@ -294,48 +342,94 @@ def unencrypted(ref: BackupRef, host: Host) -> str | None:
 
 
 def replicate(
-    host: Host, vault: Backend, *, dry_run: bool = False, rescan: bool = False
+    host: Host,
+    vault: Backend,
+    *,
+    dry_run: bool = False,
+    rescan: bool = False,
+    transfers: int = 1,
 ) -> list[Row]:
-    """Send every backup of `host` the vault lacks, oldest first (holders before references).
+    """Send every backup of `host` the vault lacks, `transfers` at a time (offsite_waves:
+    a backup goes once every backup it refers to is complete there).
 
     What the vault holds comes from its index (one read); only backups the index lacks or
-    disagrees with are listed, and the index is rewritten when anything changed.
+    disagrees with are listed, and the index is rewritten once, at the end, when anything
+    changed. Rows are in the store's order (oldest first).
     """
     store = Store(host.store.path)
     index = load_index(vault, host, rebuild=rescan)
     refs = store.list(host.name)
+    memo = ManifestMemo(store, host.name)
     refusals = [unencrypted(ref, host) for ref in refs]
     # Per kind, the newest backup that may leave: plain ones before it are superseded.
     newest_sendable = {ref.kind: i for i, ref in enumerate(refs) if refusals[i] is None}
-    rows: list[Row] = []
+    rows: list[Row | _Job] = []
     for i, (ref, refused) in enumerate(zip(refs, refusals, strict=True)):
-        if rows and not rows[-1].ok and not dry_run and not vault.alive():
-            lost = f"lost the connection to {vault.name}"
-            rows.append(Row(ref.host, ref.kind, ref.id, "send", "not tried", False, lost))
+        last = rows[-1] if rows else None
+        if isinstance(last, Row) and not last.ok and not dry_run and not vault.alive():
+            rows.append(_not_tried(ref, vault))
         elif refused and newest_sendable.get(ref.kind, -1) > i:
             # Taken before encryption was on: the newer encrypted backup covers it off-site.
             rows.append(Row(ref.host, ref.kind, ref.id, "skip", "stays local", True, SUPERSEDED))
         elif refused:
             rows.append(Row(ref.host, ref.kind, ref.id, "refuse", "REFUSED", False, refused))
         else:
-            rows.append(_replicate_one(store, host, vault, ref, index, dry_run))
+            rows.append(_plan_one(store, host, vault, ref, index, dry_run, memo))
+    if not dry_run:
+        memo.save()
+        rows = _send_all(host, vault, rows, index, transfers)
+    done = [row if isinstance(row, Row) else row.would_send() for row in rows]
     if index.changed and not dry_run and vault.alive():
         try:
             save_index(vault, host, index)
         except ZachotError as exc:  # the vault is fine; the next run lists what the index lacks
-            rows.append(Row(host.name, "-", INDEX_NAME, "write", "FAILED", False, exc.message))
-    return rows
+            done.append(Row(host.name, "-", INDEX_NAME, "write", "FAILED", False, exc.message))
+    return done
 
 
-def _replicate_one(
-    store: Store, host: Host, vault: Backend, ref: BackupRef, index: Index, dry_run: bool
-) -> Row:
+@dataclass(frozen=True)
+class _Job:
+    """One backup to send: what the vault holds of it, and what it lacks (manifest last)."""
+
+    ref: BackupRef
+    there: RemoteBackup | None
+    missing: list[Upload]
+    action: str  # send, resume, repair
+    indexed: bool  # the index lists it (a repair): dropped from it before anything is sent
+
+    @property
+    def amount(self) -> str:
+        return f"{len(self.missing)} files, {sum(item.size for item in self.missing)} bytes"
+
+    def row(self, result: str, ok: bool, detail: str = "") -> Row:
+        return Row(self.ref.host, self.ref.kind, self.ref.id, self.action, result, ok, detail)
+
+    def would_send(self) -> Row:
+        return self.row("would send", True, self.amount)
+
+
+def _not_tried(ref: BackupRef, vault: Backend) -> Row:
+    lost = f"lost the connection to {vault.name}"
+    return Row(ref.host, ref.kind, ref.id, "send", "not tried", False, lost)
+
+
+def _plan_one(
+    store: Store,
+    host: Host,
+    vault: Backend,
+    ref: BackupRef,
+    index: Index,
+    dry_run: bool,
+    memo: ManifestMemo,
+) -> Row | _Job:
+    """Whether `ref` is on the vault (a row), or what to send (a job)."""
+
     def row(action: str, result: str, ok: bool, detail: str = "") -> Row:
         return Row(ref.host, ref.kind, ref.id, action, result, ok, detail)
 
     key = (ref.kind, ref.id)
     indexed = index.backups.get(key)
-    if indexed is not None and not _differences(indexed, _expected(ref)):
+    if indexed is not None and not _differences(indexed, _expected(ref, memo.of(ref))):
         return row("skip", "present", True)  # no request: the common case, every run
     try:
         items = uploads(store, ref)
@@ -348,23 +442,84 @@ def _replicate_one(
     held = there.files if there else {}
     missing = [item for item in items if held.get(item.name) != item.size]
     if not missing:
-        index.add(ref.kind, ref.id, RemoteBackup(dict(held)))  # complete, sizes agree
+        if not dry_run:
+            index.add(ref.kind, ref.id, RemoteBackup(dict(held)))  # complete, sizes agree
         return row("skip", "present", True)
     if missing[-1].name != MANIFEST_NAME:
         missing.append(items[-1])  # a repaired backup gets its manifest back last
     action = "send" if there is None else "resume" if not there.complete else "repair"
-    amount = f"{len(missing)} files, {sum(item.size for item in missing)} bytes"
-    if dry_run:
-        return row(action, "would send", True, amount)
+    return _Job(ref, there, missing, action, indexed is not None)
+
+
+def _send_all(
+    host: Host, vault: Backend, rows: list[Row | _Job], index: Index, transfers: int
+) -> list[Row | _Job]:
+    """The jobs among `rows` sent, `transfers` at a time, each after its holders; rows in
+    place. With the link gone, the first failure says why and the rest are "not tried"."""
+    jobs = [row for row in rows if isinstance(row, _Job)]
+    if not jobs:
+        return rows
+    repairs = [job for job in jobs if job.indexed]
     try:
-        if indexed is not None:  # the index must never list a backup being repaired
-            index.drop(ref.kind, ref.id)
+        for job in repairs:  # the index must never list a backup being repaired
+            index.drop(job.ref.kind, job.ref.id)
+        if repairs:
             save_index(vault, host, index)
-        _send(vault, backup_dir(host, ref.kind, ref.id), there, missing, ref)
-    except ZachotError as exc:
-        return row(action, "FAILED", False, exc.message)
-    index.add(ref.kind, ref.id, _entry(ref))
-    return row(action, "sent+verified", True, amount)
+        lock = threading.Lock()
+        done = send_in_waves(
+            vault,
+            [Job((job.ref.kind, job.ref.id), _holders(job.ref), _sender(host, job, index, lock))
+             for job in jobs],
+            transfers,
+            ok=lambda row: row.ok,
+            failed={(r.kind, r.id) for r in rows if isinstance(r, Row) and not r.ok},
+        )  # fmt: skip
+    except ZachotError as exc:  # the index (a repair) or the workers' sessions
+        done = [Done(job.row("FAILED", False, exc.message)) for job in jobs]
+    outcomes = iter(done)
+    out: list[Row | _Job] = []
+    cut: set[int] = set()  # jobs in flight when the link went
+    for i, row in enumerate(rows):
+        if isinstance(row, _Job):
+            outcome = next(outcomes)
+            if outcome.lost and outcome.result is not None:
+                cut.add(i)
+            row = _job_row(row, outcome, vault)
+        out.append(row)
+    # One clear message: the first failure says why; what the lost link cut short after it
+    # is "not tried", as when backups went one at a time.
+    said = (i for i, r in enumerate(out) if isinstance(r, Row) and r.result == "FAILED")
+    first = next(said, len(out))
+    return [_not_tried(job.ref, vault) if i in cut and i > first else row  # type: ignore[union-attr]
+            for i, (row, job) in enumerate(zip(out, rows, strict=True))]  # fmt: skip
+
+
+def _job_row(job: _Job, done: Done[Row], vault: Backend) -> Row:
+    if done.result is not None:
+        return done.result
+    if done.lost:
+        return _not_tried(job.ref, vault)
+    _, holder = done.failed_holder  # type: ignore[misc]
+    return job.row("FAILED", False, f"its holder {holder} was not sent")
+
+
+def _holders(ref: BackupRef) -> frozenset[tuple[str, str]]:
+    return frozenset((ref.kind, holder) for holder in ref.references())
+
+
+def _sender(host: Host, job: _Job, index: Index, lock: threading.Lock) -> Callable[[Backend], Row]:
+    def send(view: Backend) -> Row:
+        ref = job.ref
+        try:
+            _send(view, backup_dir(host, ref.kind, ref.id), job.there, job.missing, ref)
+        except ZachotError as exc:
+            return job.row("FAILED", False, exc.message)
+        entry = _entry(ref)
+        with lock:
+            index.add(ref.kind, ref.id, entry)
+        return job.row("sent+verified", True, job.amount)
+
+    return send
 
 
 def _send(
@@ -389,9 +544,12 @@ def replicate_hosts(
     rescan: bool = False,
     verbose: bool = False,
     as_json: bool = False,
+    transfers: int = 1,
 ) -> list[Outcome]:
     """backup.replicate for several hosts: one session per off-site store, one table (or
-    every row as JSON), outcomes."""
+    every row as JSON), outcomes; `transfers` backups in flight at once per host."""
+    if not 1 <= transfers <= MAX_TRANSFERS:
+        raise UsageError(f"--transfers must be 1 to {MAX_TRANSFERS}, got {transfers}")
     outcomes: dict[str, Outcome] = {}
     rows: list[Row] = []
     by_vault, errors = grouped(hosts, find)
@@ -401,7 +559,9 @@ def replicate_hosts(
             with where.open() as vault:
                 for host in members:
                     try:
-                        host_rows = replicate(host, vault, dry_run=dry_run, rescan=rescan)
+                        host_rows = replicate(
+                            host, vault, dry_run=dry_run, rescan=rescan, transfers=transfers
+                        )
                     except Exception as exc:  # one host's surprise must not sink the rest
                         outcomes[host.name] = failed(host.name, exc)
                         continue

@@ -23,6 +23,7 @@ from .model import Host
 CHUNK = 1 << 20
 TEMP_MARK = ".part-"  # ".<name>.part-<hex>": an upload not yet renamed into place (SFTP)
 INDEX_NAME = "index.json"  # <offsite_dir>/<host>/index.json: what is there (offsite.Index)
+MAX_TRANSFERS = 32  # backup.offsite_transfers at most (S3's connection pool is this large)
 
 
 @dataclass(frozen=True)
@@ -66,6 +67,10 @@ class Backend(Protocol):
 
     def alive(self) -> bool:
         """Still usable after a failure (False: the link is gone, stop trying)."""
+
+    def workers(self, n: int) -> contextlib.AbstractContextManager[list[Backend]]:
+        """Up to n views of this store, one per thread sending at once (each view is used by
+        one thread at a time; fewer when the store allows fewer sessions)."""
 
     def list_dirs(self, path: str) -> list[str]:
         """The names of the directories directly under `path`, sorted ([] if none)."""

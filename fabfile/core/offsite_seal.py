@@ -99,6 +99,11 @@ class Sealed:
     def alive(self) -> bool:
         return self.inner.alive()
 
+    @contextlib.contextmanager
+    def workers(self, n: int) -> Iterator[list[Backend]]:
+        with self.inner.workers(n) as views:
+            yield [Sealed(view, self.keys, self.identity) for view in views]
+
     def list_dirs(self, path: str) -> list[str]:
         return self.inner.list_dirs(path)
 

@@ -13,6 +13,7 @@ import posixpath
 import secrets
 import stat
 from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from typing import BinaryIO
 
 import paramiko
@@ -25,6 +26,8 @@ from .offsite_backend import CHUNK, TEMP_MARK, RemoteBackup, Upload
 from .transport import IDLE_TIMEOUT, Transport
 
 SFTP_ERRORS = (OSError, EOFError, paramiko.SSHException, paramiko.SFTPError)
+# Sessions at once on one SSH connection: OpenSSH allows 10 (MaxSessions) by default.
+MAX_SESSIONS = 8
 
 
 class SftpBackend:
@@ -52,6 +55,34 @@ class SftpBackend:
     def alive(self) -> bool:
         transport = self.sftp.get_channel().get_transport()
         return transport is not None and transport.is_active()
+
+    @contextlib.contextmanager
+    def workers(self, n: int) -> Iterator[list[SftpBackend]]:
+        """This session and up to n-1 more on the same SSH connection: paramiko's SFTPClient
+        mixes up replies when several threads use it, so each worker has its own. A server
+        that allows fewer sessions gets fewer workers."""
+        transport = self.sftp.get_channel().get_transport()
+
+        def session(_: int) -> paramiko.SFTPClient | None:
+            try:
+                sftp = paramiko.SFTPClient.from_transport(transport)
+            except SFTP_ERRORS:
+                return None
+            if sftp is not None:
+                sftp.get_channel().settimeout(IDLE_TIMEOUT)
+            return sftp
+
+        wanted = min(n, MAX_SESSIONS) - 1
+        extra: list[paramiko.SFTPClient] = []
+        try:
+            if wanted > 0:  # opened at once: each costs a few round trips
+                with ThreadPoolExecutor(max_workers=wanted) as pool:
+                    extra = [sftp for sftp in pool.map(session, range(wanted)) if sftp]
+            yield [self, *(SftpBackend(self.host, sftp) for sftp in extra)]
+        finally:
+            for sftp in extra:
+                with contextlib.suppress(*SFTP_ERRORS):
+                    sftp.close()
 
     def fail(self, path: str, exc: BaseException) -> TransferError:
         if isinstance(exc, EOFError) or not self.alive():  # paramiko's word for a dead link
@@ -92,7 +123,13 @@ class SftpBackend:
         try:
             self.sftp.mkdir(path, 0o700)
         except SFTP_ERRORS as exc:
-            raise self.fail(path, exc) from None
+            if not self._is_dir(path):  # else another worker made it meanwhile
+                raise self.fail(path, exc) from None
+
+    def _is_dir(self, path: str) -> bool:
+        with contextlib.suppress(*SFTP_ERRORS):
+            return stat.S_ISDIR(self.sftp.stat(path).st_mode or 0)
+        return False
 
     def probe(self, path: str) -> RemoteBackup | None:
         """What one backup directory holds (one listing), or None if there is none."""

@@ -34,6 +34,7 @@ from fabfile.core.manifest import (
     FORMAT,
     KINDS,
     MANIFEST_NAME,
+    SHA256_RE,
     FileRecord,
     Manifest,
     format_utc,
@@ -59,6 +60,10 @@ VERIFIED_NAME = "verified.json"
 # backup (local or off-site) was last read back and whether it was intact.
 READ_BACK_NAME = "read-back.json"
 MAX_READ_BACK_BYTES = 16 * 1024 * 1024
+# backup.replicate's memo: <root>/<host>/offsite-manifests.json (0600), the size and sha256
+# of each backup's off-site manifest, keyed by the sha256 of the local manifest's bytes, so
+# a run with nothing to send does not re-serialise every manifest of a long history.
+OFFSITE_DIGESTS_NAME = "offsite-manifests.json"
 # Drill reports (core/drill/) beside the kinds: <root>/<host>/drills/<id>.md and .json.
 DRILLS_DIR = "drills"
 STAGING_MAX_AGE = timedelta(hours=1)
@@ -240,6 +245,30 @@ class Store:
         target = self._ensure_host_dir(host, "") / READ_BACK_NAME
         _write_atomic(target, json.dumps({"read_back": entries}, indent=1) + "\n")
         _fsync_dir(target.parent)
+
+    def offsite_digests(self, host: str) -> dict[str, tuple[int, str]]:
+        """backup.replicate's memo (see OFFSITE_DIGESTS_NAME); {} if none or unreadable."""
+        _check_host(host)
+        try:
+            fd = os.open(
+                self.root / host / OFFSITE_DIGESTS_NAME, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC
+            )
+            with os.fdopen(fd, "rb") as handle:
+                data = json.loads(handle.read(MAX_READ_BACK_BYTES))
+            found = {key: (size, sha) for key, (size, sha) in data["manifests"].items()}
+        except (OSError, ValueError, TypeError, KeyError, AttributeError):
+            return {}  # a damaged memo only means: serialise the manifests once more
+        ok = all(
+            SHA256_RE.fullmatch(key) and SHA256_RE.fullmatch(sha) and type(size) is int
+            for key, (size, sha) in found.items()
+        )
+        return found if ok else {}
+
+    def record_offsite_digests(self, host: str, digests: Mapping[str, tuple[int, str]]) -> None:
+        """Write the memo whole (hold the store lock): what the caller kept is what is alive."""
+        target = self._ensure_host_dir(host, "") / OFFSITE_DIGESTS_NAME
+        data = {key: list(value) for key, value in sorted(digests.items())}
+        _write_atomic(target, json.dumps({"manifests": data}, indent=0) + "\n")
 
     def write_drill_file(self, host: str, name: str, text: str) -> Path:
         """Write one drill report file (0600, in 0700 directories) atomically; its path."""
@@ -631,8 +660,8 @@ def _next_id(kind_dir: Path, base: str) -> str:
 
 
 def _is_host_entry(entry: os.DirEntry[str]) -> bool:
-    """What may sit in <root>/<host>/: the kinds, the drills, the read-back log."""
-    if entry.name == READ_BACK_NAME:
+    """What may sit in <root>/<host>/: the kinds, the drills, the read-back log, the memo."""
+    if entry.name in (READ_BACK_NAME, OFFSITE_DIGESTS_NAME):
         return entry.is_file(follow_symlinks=False)
     return entry.name in (*KINDS, DRILLS_DIR) and entry.is_dir(follow_symlinks=False)
 
