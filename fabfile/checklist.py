@@ -6,7 +6,6 @@ import sys
 
 from invoke import task
 
-from .core import checklist as core
 from .core.errors import UsageError
 from .core.runner import finish, first_call, guarded, load, target_hosts
 
@@ -21,6 +20,8 @@ HELP = {
 @guarded
 def checklist(c, guided=False, yes=False, json=False):
     """Check a host against the runbook's recovery checklist (read-only unless --guided)."""
+    from .core import checklist as core
+
     if not first_call("checklist"):
         return
     hosts = target_hosts(c, load(c))

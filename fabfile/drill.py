@@ -7,7 +7,6 @@ from contextlib import nullcontext, redirect_stdout
 
 from invoke import task
 
-from .core import drill as core
 from .core import output
 from .core.runner import guarded
 from .restore.server import HELP as SERVER_HELP
@@ -35,6 +34,8 @@ def drill(
     json=False,
 ):
     """Restore --source's latest backups onto a scratch host, run the checklist, report RTO/RPO."""
+    from .core import drill as core
+
     failed: core.DrillFailed | None = None
     # With --json, stdout carries one document: the progress and tables go to stderr.
     with redirect_stdout(sys.stderr) if json else nullcontext():

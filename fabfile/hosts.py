@@ -4,11 +4,10 @@ from __future__ import annotations
 
 from invoke import Collection, task
 
-from .core import crypto, hostkeys, output
+from .core import output
 from .core.errors import RemoteCommandError
 from .core.model import Host
 from .core.runner import confirm, guarded, load, run_per_host, target_hosts
-from .core.transport import Transport, scan_host_key
 
 
 @task(name="list")
@@ -39,6 +38,7 @@ def list_(c, json=False):
 @guarded
 def ping(c):
     """Connect with host-key checking and run `true`; report the round trip."""
+    from .core.transport import Transport
 
     def work(host: Host) -> str:
         with Transport(host) as transport:
@@ -58,6 +58,9 @@ def ping(c):
 @guarded
 def exec_(c, command, raw=False):
     """Run a shell command on -H hosts over verified connections (the ad-hoc form)."""
+    from .core import crypto
+    from .core.transport import Transport
+
     show = output.info_unmasked if raw else output.info
 
     def work(host: Host) -> str:
@@ -79,6 +82,8 @@ def exec_(c, command, raw=False):
 @guarded
 def trust(c, yes=False):
     """Show a host's key fingerprint and record it as trusted after you confirm."""
+    from .core import hostkeys
+    from .core.transport import scan_host_key
 
     def work(host: Host) -> str:
         address, port = host.address or host.name, host.port or 22

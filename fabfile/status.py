@@ -7,7 +7,6 @@ from datetime import UTC, datetime
 from invoke import task
 
 from .core import output
-from .core.checklist import status as core
 from .core.runner import finish, first_call, guarded, load, target_hosts
 
 HELP = {"json": "print JSON (for monitoring) instead of a table"}
@@ -17,6 +16,8 @@ HELP = {"json": "print JSON (for monitoring) instead of a table"}
 @guarded
 def status(c, json=False):
     """Services, Redis and queues, deployed ref, backup ages and health, for every host."""
+    from .core.checklist import status as core
+
     if not first_call("status"):
         return
     inventory = load(c)

@@ -12,14 +12,12 @@ import os
 import sys
 from collections.abc import Callable
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from invoke import task
 
-from ..core import crontab, output, unattended
-from ..core import routine as record
-from ..core import scheduler as schedulers
-from ..core.backups.env import NAME as ENV_NAME
-from ..core.crontab import SERVER_FILE, CrontabError, UserCrontab
+from ..core import output
+from ..core.crontab import SERVER_FILE
 from ..core.errors import UsageError, ZachotError
 from ..core.inventory import _CHECKS, Inventory
 from ..core.model import Host
@@ -32,7 +30,11 @@ from ..core.runner import (
     requested_hosts,
     target_hosts,
 )
-from ..core.transport import Transport
+
+if TYPE_CHECKING:
+    from ..core import routine as record
+    from ..core.crontab import UserCrontab
+    from ..core.transport import Transport
 
 PROJECT = Path(__file__).resolve().parents[2]
 LOG_LINES = 10
@@ -57,6 +59,9 @@ def cron(
     scheduler=None, dry_run=False,
 ):  # fmt: skip
     """Install, remove or show the scheduled backup.routine (--server: the hosts' env cron)."""
+    from ..core import scheduler as schedulers
+    from ..core.crontab import UserCrontab
+
     if not first_call("backup.cron"):
         return
     if install + remove + show > 1:
@@ -84,6 +89,9 @@ def cron(
 
 def _job(c, inventory: Inventory, log: str | None, what: str) -> str:
     """`what` of the same -H hosts and inventory, from this project and venv."""
+    from ..core import crontab
+    from ..core.crontab import CrontabError
+
     pattern = ",".join(p.strip() for p in (requested_hosts(c) or "").split(",") if p.strip())
     fab = Path(sys.prefix) / "bin" / "fab"
     if not fab.exists():
@@ -99,6 +107,8 @@ def _log(option: str | None) -> Path:
 
 
 def _on_servers(c, action: str, schedule: str | None, *, dry_run: bool) -> None:
+    from ..core.transport import Transport
+
     hosts = target_hosts(c, load(c))
     when = _schedule(schedule, hosts) if action == "install" else ""
     password = c.config.get("sudo", {}).get("password")
@@ -142,6 +152,8 @@ def _change(
     prepare: Callable[[], None] = lambda: None,
 ) -> bool:
     """Apply new_text(old) to the crontab (prepare() first); print the diff on a dry run."""
+    from ..core import crontab
+
     old = table.read()
     if "\\r\n" in old:
         output.warn("crontab -l shows carriage returns as the two characters \\r (DOS line "
@@ -159,6 +171,8 @@ def _change(
 
 
 def install_here(table: UserCrontab, schedule: str, command: str, *, dry_run: bool) -> None:
+    from ..core import crontab
+
     block = crontab.render_block(schedule, command)
     changed = _change(
         table,
@@ -174,6 +188,8 @@ def install_here(table: UserCrontab, schedule: str, command: str, *, dry_run: bo
 
 def _make_log_folder(command: str) -> None:
     # The shell redirect needs the folder; 0700, the log names hosts and paths.
+    from ..core import crontab
+
     if log := crontab.log_path(command):
         Path(log).parent.mkdir(mode=0o700, parents=True, exist_ok=True)
 
@@ -181,6 +197,9 @@ def _make_log_folder(command: str) -> None:
 def install_units(backend: str, schedule: str, command: str, catchup: str, *, dry_run: bool
                   ) -> None:  # fmt: skip
     """The systemd user timer (Persistent=true) or the launchd agents, plus the catch-up."""
+    from ..core import crontab
+    from ..core import scheduler as schedulers
+
     if backend == "systemd":
         files = {n: t.encode() for n, t in schedulers.systemd_units(
             schedule=schedule, command=command, catchup=catchup).items()}  # fmt: skip
@@ -210,6 +229,9 @@ def install_units(backend: str, schedule: str, command: str, catchup: str, *, dr
 
 def remove_everywhere(backend: str, *, dry_run: bool) -> None:
     """Remove the schedule from the chosen back end and from any other that holds one."""
+    from ..core import scheduler as schedulers
+    from ..core.crontab import UserCrontab
+
     if dry_run:
         output.info(f"dry run: would remove the {backend} schedule; nothing was changed")
         return
@@ -227,6 +249,9 @@ def remove_everywhere(backend: str, *, dry_run: bool) -> None:
 
 
 def show_schedule(backend: str, log: str | None) -> None:
+    from ..core import scheduler as schedulers
+    from ..core.crontab import UserCrontab
+
     if backend == "cron":
         show_here(UserCrontab())
         return
@@ -247,6 +272,8 @@ def show_schedule(backend: str, log: str | None) -> None:
 
 
 def _show_log(log: Path) -> None:
+    from ..core import unattended
+
     if not log.exists():
         output.info(f"log:      {log} (not written yet: no run so far)")
         return
@@ -268,6 +295,8 @@ def _show_log(log: Path) -> None:
 
 def show_record(c) -> None:
     """The routine's own record of its last run, from each store the inventory names."""
+    from ..core import routine as record
+
     try:
         inventory = load(c)
         hosts = target_hosts(c, inventory, required=False)
@@ -302,6 +331,8 @@ def _step_result(code: int | None) -> str:
 
 
 def remove_here(table: UserCrontab, *, dry_run: bool) -> None:
+    from ..core import crontab
+
     if _change(table, crontab.remove, dry_run=dry_run):
         output.info("removed the backup.cron entry; the other crontab lines are unchanged")
     elif not dry_run:
@@ -309,6 +340,8 @@ def remove_here(table: UserCrontab, *, dry_run: bool) -> None:
 
 
 def show_here(table: UserCrontab) -> None:
+    from ..core import crontab
+
     found = crontab.entry(table.read())
     if found is None:
         output.info("no backup.cron entry in the crontab; add one with "
@@ -329,6 +362,10 @@ def show_here(table: UserCrontab) -> None:
 def install_on_server(
     transport: Transport, schedule: str, *, path: str = SERVER_FILE, dry_run: bool = False
 ) -> str:
+    from ..core import crontab
+    from ..core.backups.env import NAME as ENV_NAME
+    from ..core.crontab import CrontabError
+
     host = transport.host
     text = crontab.server_file(
         schedule=schedule, env_file=host.layout.env_file, backup_dir=host.layout.backup_dir,
@@ -352,6 +389,8 @@ def install_on_server(
 def remove_on_server(
     transport: Transport, *, path: str = SERVER_FILE, dry_run: bool = False
 ) -> str:
+    from ..core import crontab
+
     if dry_run:
         old = crontab.read_server_file(transport, path)
         return f"dry run: would remove {path}" if old is not None else f"no {path}; nothing to do"
@@ -361,6 +400,8 @@ def remove_on_server(
 
 
 def show_on_server(transport: Transport, *, path: str = SERVER_FILE) -> str:
+    from ..core import crontab
+
     text = crontab.read_server_file(transport, path)
     if text is None:
         return f"no {path}"

@@ -6,8 +6,6 @@ from invoke import task
 
 from ..core.errors import UsageError
 from ..core.manifest import KINDS
-from ..core.offsite_backend import has_offsite
-from ..core.offsite_fetch import fetch_hosts
 from ..core.runner import finish, first_call, guarded, load, requested_hosts, target_hosts
 
 HELP = {
@@ -21,6 +19,9 @@ HELP = {
 @guarded
 def fetch(c, kind=None, dry_run=False, json=False):
     """Fetch the backups the local store lacks from the off-site copy, verified (-H: hosts)."""
+    from ..core.offsite_backend import has_offsite
+    from ..core.offsite_fetch import fetch_hosts
+
     if not first_call("backup.fetch"):
         return
     if kind is not None and kind not in KINDS:

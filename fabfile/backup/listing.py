@@ -3,19 +3,23 @@
 from __future__ import annotations
 
 from datetime import UTC, datetime
+from typing import TYPE_CHECKING
 
 from invoke import task
 
 from ..core import output
-from ..core.manifest import format_utc
 from ..core.output import human_age, human_size
 from ..core.runner import guarded, load, target_hosts
-from ..core.store import READ_BACK_PLACES, ReadBack, Store
+
+if TYPE_CHECKING:
+    from ..core.store import ReadBack
 
 COLUMNS = ["host", "kind", "id", "age", "size", "files", "verified", "read back", "off-site"]
 
 
 def _read_back_json(seen: ReadBack | None) -> dict[str, object] | None:
+    from ..core.manifest import format_utc
+
     return None if seen is None else {"at": format_utc(seen.at), "ok": seen.ok}
 
 
@@ -30,6 +34,8 @@ def _read_back_cell(seen: ReadBack | None, now: datetime) -> str:
 def list_(c, kind=None, json=False):
     """Show the backups in the local store: host, kind, id, age, size, verified, and when each
     was last read back by backup.verify, here and off-site."""
+    from ..core.store import READ_BACK_PLACES, Store
+
     hosts = target_hosts(c, load(c), required=False)
     now = datetime.now(UTC)
     stores = {h.name: Store(h.store.path) for h in hosts}

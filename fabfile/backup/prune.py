@@ -5,26 +5,18 @@ from __future__ import annotations
 
 import contextlib
 import sys
+from typing import TYPE_CHECKING
 
 from invoke import task
 
 from ..core import output
 from ..core.errors import UsageError
-from ..core.manifest import KINDS
 from ..core.model import Host
-from ..core.offsite_backend import has_offsite
-from ..core.prune import (
-    LEFTOVER,
-    KindPrune,
-    OffsitePrune,
-    OffsitePruneFailed,
-    ServerPrune,
-    prune_offsite_host,
-    prune_server_safely,
-    prune_store,
-)
-from ..core.retention import Decision, Policy
 from ..core.runner import finish, first_call, for_each_host, guarded, load, target_hosts
+
+if TYPE_CHECKING:
+    from ..core.prune import KindPrune, OffsitePrune, ServerPrune
+    from ..core.retention import Decision, Policy
 
 HELP = {
     "kind": "only this kind: env, units, logs or redis",
@@ -79,6 +71,8 @@ def _show_store(host: Host, policy: Policy, results: list[KindPrune], *, apply: 
 def _show_offsite(
     host: Host, policy: Policy, results: list[OffsitePrune], *, apply: bool
 ) -> list[Row]:
+    from ..core.prune import LEFTOVER
+
     rows = []
     for result in results:
         done = set(result.deleted)
@@ -133,6 +127,16 @@ def prune(
 ):
     """Forget old backups like restic (last/daily/weekly/monthly), off-site too; a dry run
     unless --yes."""
+    from ..core.manifest import KINDS
+    from ..core.offsite_backend import has_offsite
+    from ..core.prune import (
+        OffsitePruneFailed,
+        prune_offsite_host,
+        prune_server_safely,
+        prune_store,
+    )
+    from ..core.retention import Policy
+
     if not first_call("backup.prune"):
         return
     if yes and dry_run:

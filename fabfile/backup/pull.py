@@ -8,22 +8,8 @@ from datetime import UTC, datetime
 from invoke import task
 
 from ..core import output
-from ..core import plan as plans
-from ..core import unattended as unattended_run
-from ..core.backups import redis as redis_backup
-from ..core.backups.planner import back_up, context_for, plan_backup, store_locks
 from ..core.errors import UsageError
-from ..core.offsite import replicate_hosts
-from ..core.offsite_backend import has_offsite
-from ..core.runner import (
-    Outcome,
-    finish,
-    first_call,
-    for_each_host,
-    guarded,
-    load,
-    target_hosts,
-)
+from ..core.runner import Outcome, finish, first_call, for_each_host, guarded, load, target_hosts
 
 HELP = {
     "dry_run": "print the plan and change nothing",
@@ -65,11 +51,23 @@ def _run(
     dry_run=False,
     yes=False,
     offsite=False,
+    offsite_asked=False,
 ):
+    from ..core import plan as plans
+    from ..core.backups import redis as redis_backup
+    from ..core.backups.planner import back_up, context_for, plan_backup, store_locks
+    from ..core.offsite import replicate_hosts
+    from ..core.offsite_backend import has_offsite
+
     if not first_call(task_name):
         return
     inventory = load(c)
     hosts = target_hosts(c, inventory)
+    if offsite_asked and (lacking := [h.name for h in hosts if not has_offsite(h)]):
+        raise UsageError(
+            f"--offsite: {', '.join(lacking)} has no off-site copy configured; set "
+            "backup.offsite_host or backup.offsite_s3_bucket in the inventory, or drop --offsite"
+        )
     if "redis" in kinds:
         redis_backup.confirm(yes=yes or dry_run)
     now = datetime.now(UTC)
@@ -77,8 +75,8 @@ def _run(
     if dry_run:
         plans.show([plan_backup(context_for(h, now), kinds, full=full) for h in hosts])
         for host in hosts if offsite else []:
-            if host.backup.offsite_host:
-                output.info(f"then: send what {host.backup.offsite_host} lacks of {host.name}")
+            if has_offsite(host):
+                output.info(f"then: backup.replicate -H {host.name}")
         return
     workers = int(parallel or c.config.backup.parallel)
     with store_locks(hosts, purpose=task_name):
@@ -92,7 +90,9 @@ def _run(
             # Only hosts whose backup succeeded and that name an off-site box; the vault
             # gets nothing half-made.
             done = [h for h, o in zip(hosts, outcomes, strict=True) if o.ok and has_offsite(h)]
-            sent = {o.host: o for o in replicate_hosts(done, inventory.host)} if done else {}
+            transfers = int(c.config.backup.offsite_transfers)
+            found = replicate_hosts(done, inventory.host, transfers=transfers) if done else []
+            sent = {o.host: o for o in found}
             outcomes = [_with_offsite(o, sent.get(o.host)) for o in outcomes]
     finish(outcomes)
 
@@ -151,13 +151,18 @@ def all_(
     parallel=None, dry_run=False, unattended=False,
 ):  # fmt: skip
     """Back up env and units (and logs with --logs) of every -H host, one connection each."""
+    from ..core import unattended as unattended_run
+
     logs = _switch(logs, c.config.backup.logs, "--logs")
+    # Asked for on the command line, an off-site copy must be possible; from config, a host
+    # without one is simply skipped.
+    asked = offsite is not None and not no_offsite and _switch(offsite, True, "--offsite")
     offsite = not no_offsite and _switch(offsite, c.config.backup.offsite, "--offsite")
     kinds = ["env", "units"] + (["logs"] if logs else []) + (["redis"] if redis else [])
 
     def body() -> None:
         _run(c, "backup.all", kinds, full=full, parallel=parallel, dry_run=dry_run, yes=yes,
-             offsite=offsite)  # fmt: skip
+             offsite=offsite, offsite_asked=asked)  # fmt: skip
 
     if unattended:
         unattended_run.run("backup.all", body)  # what backup.cron's entry runs

@@ -10,19 +10,20 @@ inventory's backup.healthcheck_url and writes its backup.metrics_file when they 
 from __future__ import annotations
 
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from invoke import task
 from invoke.exceptions import Exit
 
-from ..core import metrics, output, pings, unattended
-from ..core import routine as record
+from ..core import output
 from ..core.errors import UsageError, ZachotError
 from ..core.inventory import Inventory
 from ..core.model import Host
-from ..core.offsite_backend import has_offsite
-from ..core.routine import Step, StepResult, exit_code, run_steps
 from ..core.runner import guarded, load, requested_hosts, target_hosts
 from . import prune, pull, replicate, verify
+
+if TYPE_CHECKING:
+    from ..core.routine import Step, StepResult
 
 HELP = {
     "if_overdue": "run only when the last successful routine of these hosts is older than "
@@ -35,6 +36,8 @@ RESULT = {None: "skipped", 0: "ok"}
 @guarded
 def routine(c, if_overdue=False):
     """The weekly job: backup.all, the off-site copy, prune, verify; one exit code."""
+    from ..core import unattended
+
     unattended.run("backup.routine", lambda: _routine(c, if_overdue=if_overdue))
 
 
@@ -57,6 +60,9 @@ def _setting(host: Host, what: str) -> object:
 
 
 def _steps(c, hosts: list[Host]) -> list[Step]:
+    from ..core.offsite_backend import has_offsite
+    from ..core.routine import Step
+
     steps = [Step("backup", lambda: pull.all_(c, offsite=False))]
     if any(has_offsite(h) for h in hosts):
         steps.append(Step("off-site", lambda: replicate.replicate(c)))
@@ -67,6 +73,10 @@ def _steps(c, hosts: list[Host]) -> list[Step]:
 
 
 def _routine(c, *, if_overdue: bool) -> None:
+    from ..core import pings
+    from ..core import routine as record
+    from ..core.routine import exit_code, run_steps
+
     inventory = load(c)
     hosts = target_hosts(c, inventory)
     key = pattern(c)
@@ -90,6 +100,8 @@ def _routine(c, *, if_overdue: bool) -> None:
 
 
 def _overdue(store: Path, key: str, hours: float) -> bool:
+    from ..core import routine as record
+
     found = record.load(store, key)
     for problem in found.problems:
         output.warn(problem)
@@ -110,6 +122,9 @@ def _summary(results: list[StepResult], code: int) -> None:
 
 def _write_metrics(target: object, hosts: list[Host], inventory: Inventory, store: Path,
                    key: str) -> None:  # fmt: skip
+    from ..core import metrics
+    from ..core import routine as record
+
     if target is None:
         return
     try:

@@ -5,28 +5,21 @@ from __future__ import annotations
 import dataclasses
 from collections.abc import Callable
 from datetime import UTC, datetime
+from typing import TYPE_CHECKING
 
 from invoke import task
 
 from ..core import output
-from ..core.drill import LastDrill
-from ..core.drill import last as last_drill
 from ..core.errors import UsageError
-from ..core.manifest import KINDS, id_sort_key, is_backup_id
 from ..core.model import Host
-from ..core.offsite import OffsiteState, newest_offsite
 from ..core.output import human_age, human_size
-from ..core.readback import (
-    MIB,
-    ReadBackRow,
-    newest_read_backs,
-    parse_budget,
-    parse_count,
-    rolling_read_back,
-)
 from ..core.runner import first_call, guarded, load, target_hosts
-from ..core.store import Store
-from ..core.verify import KindReport, VerificationFailed, verify_host
+
+if TYPE_CHECKING:
+    from ..core.drill import LastDrill
+    from ..core.offsite import OffsiteState
+    from ..core.readback import ReadBackRow
+    from ..core.verify import KindReport
 
 RESULT = {"ok": "ok", "failed": "FAILED", "missing": "MISSING", "absent": "–"}
 
@@ -73,6 +66,8 @@ def show_offsite(states: list[OffsiteState], *, verbose: bool = False) -> None:
 def summarised(states: list[OffsiteState]) -> list[OffsiteState]:
     """Every failed row; of the ok ones, the newest per host and kind, counting the rest
     ("and 11 older present"), so the table does not grow with history."""
+    from ..core.manifest import id_sort_key, is_backup_id
+
     ok: dict[tuple[str, str], list[OffsiteState]] = {}
     for state in states:
         if state.ok:
@@ -94,6 +89,9 @@ def summarised(states: list[OffsiteState]) -> list[OffsiteState]:
 
 def last_drills(hosts: list[Host], reports: list[KindReport]) -> list[tuple[str, LastDrill | None]]:
     """Each host that has backups, with its newest drill report (None: never drilled)."""
+    from ..core.drill import last as last_drill
+    from ..core.store import Store
+
     backed_up = {r.host for r in reports if r.newest is not None}
     return [(h.name, last_drill(Store(h.store.path), h.name)) for h in hosts if h.name in backed_up]
 
@@ -134,6 +132,8 @@ def read_back_older(
     now: datetime,
 ) -> list[ReadBackRow]:
     """The rolling part: a budget's share of each host's older backups, local and off-site."""
+    from ..core.readback import MIB, newest_read_backs, rolling_read_back
+
     rows = []
     for host in hosts:
         local = [(r.newest, r.restorable) for r in reports if r.host == host.name and r.newest]
@@ -164,6 +164,11 @@ HELP = {
 def verify(c, kind=None, json=False, read_budget=None, read_count=None, verbose=False):
     """Check the newest backups (checksums, age, a test restore) and, in rotation, a share of
     the older ones; exit 1 if anything fails."""
+    from ..core.manifest import KINDS
+    from ..core.offsite import newest_offsite
+    from ..core.readback import parse_budget, parse_count
+    from ..core.verify import VerificationFailed, verify_host
+
     if not first_call("backup.verify"):
         return
     if kind is not None and kind not in KINDS:

@@ -1,4 +1,4 @@
-"""The program the transport runs on the server with `python3 -I -c`, as root.
+"""The program the transport runs on the server with `python3 -IS -c`, as root.
 
 It reads, writes or streams bytes and hashes them on the server side, so each
 transfer is checked end to end. Its last stderr line is a TRAILER + JSON

@@ -21,9 +21,12 @@ import tempfile
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from .errors import ZachotError
-from .transport import CommandResult, Transport
+
+if TYPE_CHECKING:  # annotations only: `fab` loads this module for every task
+    from .transport import CommandResult, Transport
 
 BEGIN = "# >>> zachot backup.cron: managed by `fab backup.cron`; edit with --install/--remove >>>"
 END = "# <<< zachot backup.cron <<<"

@@ -781,8 +781,10 @@ def _sudo_refused(stderr: bytes) -> bool:
 
 
 def _agent(argv: Sequence[str]) -> list[str]:
-    # -I: no cwd or script dir on sys.path, no PYTHON* variables, no user site.
-    return ["python3", "-I", "-c", AGENT_SOURCE, *argv]
+    # -I: no cwd or script dir on sys.path, no PYTHON* variables, no user site. -S: no site
+    # module either (the agent is stdlib only): about 20 ms less per exchange on a box.
+    # One word, so the argv keeps its shape (fault injection finds op and path by position).
+    return ["python3", "-IS", "-c", AGENT_SOURCE, *argv]
 
 
 def _remote_file(path: str, trailer: dict[str, Any]) -> RemoteFile:

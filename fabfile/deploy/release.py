@@ -4,7 +4,6 @@ from __future__ import annotations
 
 from invoke import task
 
-from ..core.deploys.run import deploy
 from ..core.runner import guarded
 from .rollback import HELP as ROLLBACK_HELP
 
@@ -18,4 +17,6 @@ HELP = {
 @guarded
 def release(c, to=None, find_links=None, yes=False, dry_run=False):
     """Deploy --to=<ref>: fetch, stop, check out, start gated, record; a failure marks it bad."""
+    from ..core.deploys.run import deploy
+
     deploy(c, "release", to=to, find_links=find_links, yes=yes, dry_run=dry_run)

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 from invoke import task
 
-from ..core.deploys.run import deploy
 from ..core.runner import guarded
 
 HELP = {
@@ -22,4 +21,6 @@ HELP = {
 @guarded
 def rollback(c, to=None, find_links=None, yes=False, dry_run=False):
     """Go back to the previous good deployment: stop, check out, start gated, record."""
+    from ..core.deploys.run import deploy
+
     deploy(c, "rollback", to=to, find_links=find_links, yes=yes, dry_run=dry_run)

@@ -4,8 +4,6 @@ from __future__ import annotations
 
 from invoke import task
 
-from ..core.recovery import recover
-from ..core.restores import env as env_restore
 from ..core.runner import guarded
 
 HELP = {
@@ -22,6 +20,9 @@ HELP = {
 @guarded
 def env(c, from_="latest", source=None, yes=False, dry_run=False, force=False):
     """Put the env file back from a backup (0600, service user), then restart and check health."""
+    from ..core.recovery import recover
+    from ..core.restores import env as env_restore
+
     recover(
         c,
         "restore.env",

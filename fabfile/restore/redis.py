@@ -4,8 +4,6 @@ from __future__ import annotations
 
 from invoke import task
 
-from ..core.recovery import recover
-from ..core.restores import redis as redis_restore
 from ..core.runner import guarded
 from .env import HELP
 
@@ -14,6 +12,9 @@ from .env import HELP
 @guarded
 def redis(c, from_=None, source=None, yes=False, dry_run=False, force=False):
     """Stop worker and Redis, set the data aside, start clean (or from a dump), report queues."""
+    from ..core.recovery import recover
+    from ..core.restores import redis as redis_restore
+
     if not dry_run:
         redis_restore.require_yes_for_dump(from_, yes)
     recover(

@@ -4,8 +4,6 @@ from __future__ import annotations
 
 from invoke import task
 
-from ..core.recovery import recover
-from ..core.restores import units as units_restore
 from ..core.runner import guarded
 from .env import HELP
 
@@ -14,6 +12,9 @@ from .env import HELP
 @guarded
 def units(c, from_="latest", source=None, yes=False, dry_run=False, force=False):
     """Put the unit files and drop-ins back, daemon-reload, enable, restart in order."""
+    from ..core.recovery import recover
+    from ..core.restores import units as units_restore
+
     recover(
         c,
         "restore.units",

@@ -348,3 +348,14 @@ def test_cli_replicate_with_encryption_and_refusal(host, vault, tmp_path):
     assert refused.returncode == 1
     assert "REFUSED" in refused.stdout
     assert refused.stderr.count("\n") == 1 and "set backup.age_recipients" in refused.stderr
+
+    # --offsite asked for on a host with nowhere to send it: one line, exit 2, nothing taken;
+    # without the flag, the config's default (off-site when configured) just skips it.
+    del data["all"]["vars"]["backup"]["offsite_host"]
+    inventory.write_text(yaml.safe_dump(data))
+    before = sorted(p.name for p in (host.store.path / "local" / "env").iterdir())
+    asked = run("-H", "local", "backup.all", "--offsite")
+    assert asked.returncode == 2, asked.stdout + asked.stderr
+    assert asked.stderr.count("\n") == 1 and "local has no off-site copy configured" in asked.stderr
+    assert sorted(p.name for p in (host.store.path / "local" / "env").iterdir()) == before
+    assert run("-H", "local", "backup.all").returncode == 0

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime
+from typing import Any, TypeVar
 
 from .. import facts, output
 from ..errors import FactError
@@ -11,6 +13,8 @@ from ..manifest import FileRecord
 from ..model import Host
 from ..store import Store
 from ..transport import Pending, RemoteFile, Transport
+
+T = TypeVar("T")
 
 
 @dataclass
@@ -21,6 +25,7 @@ class BackupContext:
     now: datetime  # one timestamp per run: local ids and server copies agree
     _deployed: facts.DeployedRef | None = field(default=None, init=False)
     _asking: Pending[facts.DeployedRef | FactError] | None = field(default=None, init=False)
+    _early: dict[str, Pending[Any]] = field(default_factory=dict, init=False)
 
     @property
     def server_stamp(self) -> str:
@@ -32,6 +37,17 @@ class BackupContext:
         link that is one round trip less for every backup that records it."""
         if self._deployed is None and self._asking is None:
             self._asking = self.transport.background(self._read_deployed)
+
+    def early(self, key: str, call: Callable[[], Any]) -> None:
+        """Start a read-only exchange now, beside the first step's: on a far link a later
+        step then waits for no round trip of its own. answer(key, ...) takes its result."""
+        if key not in self._early:
+            self._early[key] = self.transport.background(call)
+
+    def answer(self, key: str, call: Callable[[], T]) -> T:
+        """What early(key) started (its error raised here, in the step), else call() now."""
+        pending = self._early.pop(key, None)
+        return pending.result() if pending is not None else call()
 
     def deployed(self) -> dict[str, str | None]:
         """The deployed commit, recorded so restore.server can clone the same ref."""

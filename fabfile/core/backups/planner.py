@@ -40,6 +40,8 @@ def back_up(ctx: BackupContext, kinds: Sequence[str], *, full: bool = False) -> 
     """Every kind over one connection; a failed kind does not stop the others."""
     with ctx.transport.open():
         plan = plan_backup(ctx, kinds, full=full)
+        if "units" in kinds[1:]:
+            units.start(ctx)  # read-only: beside the first step, not a round trip after it
         results = plans.execute(plan, keep_going=True)
     plans.report(plan, results)
     failed = [r for r in results if not r.ok]

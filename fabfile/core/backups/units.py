@@ -59,12 +59,21 @@ def drift(ctx: BackupContext, pulled: Mapping[str, PulledFile]) -> dict[str, str
     return report
 
 
-def run(ctx: BackupContext) -> str:
-    # One round trip: the units, their drop-ins and the repo's copies.
+def _pack(ctx: BackupContext) -> dict[str, PulledFile]:
+    """One round trip: the units, their drop-ins and the repo's copies (read-only)."""
     globs = [f"{path}.d/*.conf" for path in unit_paths(ctx).values()]
-    pulled = ctx.transport.pull_small_files(
+    return ctx.transport.pull_small_files(
         list(unit_paths(ctx).values()), [*globs, *repo_paths(ctx).values()], sudo=True
     )
+
+
+def start(ctx: BackupContext) -> None:
+    """Read the units beside the steps before this one (backup.all: the env's exchanges)."""
+    ctx.early("units", lambda: _pack(ctx))
+
+
+def run(ctx: BackupContext) -> str:
+    pulled = ctx.answer("units", lambda: _pack(ctx))
     for found in pulled.values():
         secrets.unit_env_values(found.data)  # Environment= secrets: masked from here on
     report = drift(ctx, pulled)
