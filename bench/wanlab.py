@@ -29,17 +29,18 @@ VAULT = "vault"
 RSYNC_DEB = "/var/cache/apt/archives/rsync_*_amd64.deb"
 # The vault user is SFTP-only (ForceCommand): rsync logs in as a temporary user allowed
 # one thing, `sudo -u vault rsync`, so it reads the vault's files as their owner.
+# Figure 8 runs beside figure 7 with a login of its own (benchrsync8): each removes only its
+# own login, and rsync only where it installed it.
 RSYNC_USER = "benchrsync"
-RSYNC_SETUP = f"""set -e
-id {RSYNC_USER} >/dev/null 2>&1 || useradd -M -s /bin/sh {RSYNC_USER}
-echo '{RSYNC_USER} ALL=(vault) NOPASSWD: /usr/bin/rsync' > /etc/sudoers.d/{RSYNC_USER}
-chmod 0440 /etc/sudoers.d/{RSYNC_USER}
-umask 022; cat > /etc/ssh/authorized_keys/{RSYNC_USER}
+RSYNC_INSTALL = "cat > /var/tmp/rsync.deb && dpkg -i /var/tmp/rsync.deb"
+RSYNC_SETUP = """set -e
+id {user} >/dev/null 2>&1 || useradd -M -s /bin/sh {user}
+echo '{user} ALL=(vault) NOPASSWD: /usr/bin/rsync' > /etc/sudoers.d/{user}
+chmod 0440 /etc/sudoers.d/{user}
+umask 022; cat > /etc/ssh/authorized_keys/{user}
 """
-RSYNC_TEARDOWN = (
-    f"rm -f /etc/ssh/authorized_keys/{RSYNC_USER} /etc/sudoers.d/{RSYNC_USER} /var/tmp/rsync.deb;"
-    f" userdel {RSYNC_USER}; dpkg -r rsync"
-)
+RSYNC_TEARDOWN = "rm -f /etc/ssh/authorized_keys/{user} /etc/sudoers.d/{user}; userdel {user}"
+RSYNC_REMOVE = "rm -f /var/tmp/rsync.deb; dpkg -r rsync"
 
 
 class WanLab:
@@ -52,7 +53,7 @@ class WanLab:
         self.local_inventory = workspace.path("wan-local.yml")
         self.inventory = workspace.path("wan.yml")
         self._started_wan = False
-        self._rsync_on_vault = False
+        self.rsync = VaultRsync(self.paths, RSYNC_USER)
 
     def open(self) -> str:
         """Link, inventories, history; returns one line saying what was made."""
@@ -79,42 +80,59 @@ class WanLab:
         return load_inventory(self.inventory).host(name)
 
     def enable_rsync(self) -> None:
-        """rsync in the vault (it has no network: the host's .deb, installed there) and a
-        temporary key login that may only run rsync as the vault user."""
-        debs = sorted(glob.glob(RSYNC_DEB))
-        if not debs:
-            raise BenchError("no rsync .deb on this machine: apt-get install rsync")
-        self._rsync_on_vault = True
-        deb = Path(debs[-1]).read_bytes()
-        _in_vault(["sh", "-c", "cat > /var/tmp/rsync.deb && dpkg -i /var/tmp/rsync.deb"], deb)
-        _in_vault(["sh", "-c", RSYNC_SETUP], self.paths.key.with_suffix(".pub").read_bytes())
+        self.rsync.enable()
 
     def rsync_argv(self) -> list[str]:
         """`rsync -a --dry-run` of the host's local store to its off-site copy, through the link."""
-        vault = self.host(VAULT)
-        ssh = ssh_argv(vault, "")[:-2]  # ssh and its options, without user@host and command
         remote = f"/srv/vault/backups/{self.offsite_dir}/{self.box}/"
-        return [
-            "rsync",
-            "-a",
-            "--dry-run",
-            "-e",
-            shlex.join(ssh),
-            "--rsync-path=sudo -u vault rsync",
-            f"{self.store}/{self.box}/",
-            f"{RSYNC_USER}@{vault.address}:{remote}",
-        ]
+        return self.rsync.argv(self.host(VAULT), self.store / self.box, remote, "--dry-run")
 
     def close(self) -> list[str]:
         said = []
         history.remove_offsite(VAULT, self.offsite_dir)
         said.append(f"{VAULT}: removed {self.offsite_dir}")
-        if self._rsync_on_vault:
-            box_exec(VAULT, ["sh", "-c", RSYNC_TEARDOWN])
-            said.append(f"{VAULT}: removed the {RSYNC_USER} login and rsync")
+        said += self.rsync.disable()
         if self._started_wan:
             wan.stop(self.paths)
             said.append("WAN proxy stopped")
+        return said
+
+
+class VaultRsync:
+    """rsync in the vault (it has no network: the host's .deb, installed there) and a
+    temporary key login `user` that may only run rsync as the vault user."""
+
+    def __init__(self, paths: Paths, user: str) -> None:
+        self.paths, self.user = paths, user
+        self.enabled = self.installed = False
+
+    def enable(self) -> None:
+        debs = sorted(glob.glob(RSYNC_DEB))
+        if not debs:
+            raise BenchError("no rsync .deb on this machine: apt-get install rsync")
+        self.enabled = True
+        if box_exec(VAULT, ["sh", "-c", "command -v rsync"]).returncode != 0:
+            self.installed = True
+            _in_vault(["sh", "-c", RSYNC_INSTALL], Path(debs[-1]).read_bytes())
+        pub = self.paths.key.with_suffix(".pub").read_bytes()
+        _in_vault(["sh", "-c", RSYNC_SETUP.format(user=self.user)], pub)
+
+    def argv(self, vault: Host, local: Path, remote: str, *flags: str) -> list[str]:
+        """`rsync -a FLAGS local/ vault:remote` as the temporary login, through `vault`'s
+        address (the link's)."""
+        ssh = ssh_argv(vault, "")[:-2]  # ssh and its options, without user@host and command
+        return ["rsync", "-a", *flags, "-e", shlex.join(ssh), "--rsync-path=sudo -u vault rsync",
+                f"{local}/", f"{self.user}@{vault.address}:{remote}"]  # fmt: skip
+
+    def disable(self) -> list[str]:
+        if not self.enabled:
+            return []
+        box_exec(VAULT, ["sh", "-c", RSYNC_TEARDOWN.format(user=self.user)])
+        said = [f"{VAULT}: removed the {self.user} login"]
+        if self.installed:
+            box_exec(VAULT, ["sh", "-c", RSYNC_REMOVE])
+            said.append(f"{VAULT}: removed rsync")
+        self.enabled = False
         return said
 
 

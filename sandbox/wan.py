@@ -87,6 +87,17 @@ def check_target(address: str) -> str:
     return address
 
 
+def route_target(text: str) -> tuple[str, int]:
+    """A route's far end: a box's sshd (`ADDRESS`), or a server of this machine on
+    loopback (`127.0.0.1:PORT`, e.g. the bench's own S3 server); nothing else."""
+    address, _, port = text.partition(":")
+    if not port:
+        return check_target(address), SSH_PORT
+    if address != LISTEN or not port.isdigit():
+        raise ValueError(f"{text} is neither a sandbox box address nor {LISTEN}:PORT")
+    return address, int(port)
+
+
 # -- the proxy process ----------------------------------------------------------------------
 
 
@@ -174,7 +185,7 @@ async def serve(link: LinkSpec, routes: dict[int, tuple[str, int]]) -> None:
 def main(argv: list[str]) -> None:
     _marker, rtt_ms, mbit, *pairs = argv
     link = LinkSpec.parse(f"{rtt_ms}ms,{mbit}mbit")
-    routes = {int(p): (check_target(a), SSH_PORT) for p, a in (x.split("=", 1) for x in pairs)}
+    routes = {int(p): route_target(a) for p, a in (x.split("=", 1) for x in pairs)}
     asyncio.run(serve(link, routes))
 
 
@@ -231,13 +242,13 @@ def _wait_listening(ports: list[int], proc: subprocess.Popen, paths: Paths) -> N
     while time.monotonic() < end:
         if proc.poll() is not None:
             raise RuntimeError(f"WAN proxy exited; see {paths.run / 'wan.log'}")
-        if all(_listening(port) for port in ports):
+        if all(listening(port) for port in ports):
             return
         time.sleep(0.05)
     raise RuntimeError(f"WAN proxy is not listening after 10 s; see {paths.run / 'wan.log'}")
 
 
-def _listening(port: int) -> bool:
+def listening(port: int) -> bool:
     """A socket listens on LISTEN:port (read from /proc: connecting would reach the box)."""
     want = f"0100007F:{port:04X}"
     lines = Path("/proc/net/tcp").read_text().splitlines()[1:]
@@ -248,13 +259,20 @@ def known_hosts_file(paths: Paths) -> Path:
     return paths.known_hosts.with_name("known_hosts-wan")
 
 
-def write_known_hosts(paths: Paths, specs: list[BoxSpec]) -> Path:
-    """Each box's own host key, filed under the name a client of its proxy port looks up."""
+def write_known_hosts(
+    paths: Paths,
+    specs: list[BoxSpec],
+    ports: dict[str, int] | None = None,
+    path: Path | None = None,
+) -> Path:
+    """Each box's own host key, filed under the name a client of its proxy port looks up
+    (ports: box name -> port, for a proxy other than the sandbox's own)."""
     lines = []
     for spec in specs:
         key_type, blob = host_key(paths, spec).with_suffix(".pub").read_text().split()[:2]
-        lines.append(f"[{LISTEN}]:{proxy_port(spec)} {key_type} {blob}\n")
-    path = known_hosts_file(paths)
+        port = ports[spec.name] if ports else proxy_port(spec)
+        lines.append(f"[{LISTEN}]:{port} {key_type} {blob}\n")
+    path = path or known_hosts_file(paths)
     path.write_text("".join(lines))
     return path
 

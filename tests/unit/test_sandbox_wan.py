@@ -7,7 +7,7 @@ import time
 
 import pytest
 
-from sandbox.wan import Link, LinkSpec, check_target, listen
+from sandbox.wan import Link, LinkSpec, check_target, listen, route_target
 
 pytestmark = pytest.mark.unit
 
@@ -40,6 +40,15 @@ def test_proxy_targets_only_box_addresses(address: str) -> None:
     with pytest.raises(ValueError, match="not a sandbox box"):
         check_target(address)
     assert check_target("10.231.7.2") == "10.231.7.2"
+
+
+def test_proxy_routes_to_a_box_sshd_or_a_loopback_server_only() -> None:
+    # A loopback server (the bench's S3 server) only as 127.0.0.1:PORT, never another host.
+    assert route_target("10.231.7.2") == ("10.231.7.2", 22)
+    assert route_target("127.0.0.1:9400") == ("127.0.0.1", 9400)
+    for text in ("10.0.0.5:80", "10.231.7.2:80", "127.0.0.1:x", "127.0.0.1"):
+        with pytest.raises(ValueError):
+            route_target(text)
 
 
 async def _echo(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
