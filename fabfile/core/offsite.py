@@ -25,6 +25,7 @@ import re
 import threading
 from collections import Counter
 from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
@@ -348,6 +349,7 @@ def replicate(
     dry_run: bool = False,
     rescan: bool = False,
     transfers: int = 1,
+    refs: Sequence[BackupRef] | None = None,
 ) -> list[Row]:
     """Send every backup of `host` the vault lacks, `transfers` at a time (offsite_waves:
     a backup goes once every backup it refers to is complete there).
@@ -358,7 +360,7 @@ def replicate(
     """
     store = Store(host.store.path)
     index = load_index(vault, host, rebuild=rescan)
-    refs = store.list(host.name)
+    refs = store.list(host.name) if refs is None else refs  # `refs`: that list, read already
     memo = ManifestMemo(store, host.name)
     refusals = [unencrypted(ref, host) for ref in refs]
     # Per kind, the newest backup that may leave: plain ones before it are superseded.
@@ -554,14 +556,21 @@ def replicate_hosts(
     rows: list[Row] = []
     by_vault, errors = grouped(hosts, find)
     outcomes.update({name: failed(name, exc) for name, exc in errors.items()})
+    # The local stores are read while the off-site sessions open: with a long history the
+    # scan is CPU, the handshake and the index read are waits on the link.
+    scanner = ThreadPoolExecutor(max_workers=1, thread_name_prefix="store-scan")
+    scans = {h.name: scanner.submit(Store(h.store.path).list, h.name)
+             for _, members in by_vault.values() for h in members}  # fmt: skip
+    scanner.shutdown(wait=False)
     for where, members in by_vault.values():
         try:
             with where.open() as vault:
                 for host in members:
                     try:
                         host_rows = replicate(
-                            host, vault, dry_run=dry_run, rescan=rescan, transfers=transfers
-                        )
+                            host, vault, dry_run=dry_run, rescan=rescan, transfers=transfers,
+                            refs=scans[host.name].result(),
+                        )  # fmt: skip
                     except Exception as exc:  # one host's surprise must not sink the rest
                         outcomes[host.name] = failed(host.name, exc)
                         continue

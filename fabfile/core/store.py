@@ -21,7 +21,7 @@ import secrets
 import shutil
 import stat
 import time
-from collections.abc import Collection, Mapping
+from collections.abc import Collection, Iterator, Mapping
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -298,8 +298,9 @@ class Store:
         return refs
 
     def latest(self, host: str, kind: str) -> BackupRef | None:
-        refs = self.list(host, kind)
-        return refs[-1] if refs else None
+        _check_host(host)
+        _check_kind(kind)
+        return next(self._newest_first(host, kind), None)
 
     def resolve(self, host: str, kind: str, selector: str) -> BackupRef:
         """'latest', a full id or a unique id prefix -> that backup of host/kind."""
@@ -337,7 +338,7 @@ class Store:
         _check_host(host)
         _check_kind(kind)
         _check_name(name)
-        for ref in reversed(self.list(host, kind)):
+        for ref in self._newest_first(host, kind):
             record = ref.manifest.file(name)
             if record is None or record.sha256 != sha256:
                 continue
@@ -421,6 +422,18 @@ class Store:
                 found.append(f"{entry.path}: stray entry, not a backup")
         refs.sort(key=lambda ref: id_sort_key(ref.id))
         return refs, found
+
+    def _newest_first(self, host: str, kind: str) -> Iterator[BackupRef]:
+        """The complete backups of one host/kind, newest first, each manifest read only when
+        reached: latest() and the dedup lookup stop at the first, so a long history costs
+        them a directory listing, not a read of every manifest."""
+        names = [entry.name for entry in _entries(self.root / host / kind)
+                 if is_backup_id(entry.name) and entry.is_dir(follow_symlinks=False)]  # fmt: skip
+        for name in sorted(names, key=id_sort_key, reverse=True):
+            try:
+                yield self._read_backup(host, kind, name)
+            except StoreError:
+                continue  # damaged or incomplete: list() and verify report it
 
     def _read_backup(self, host: str, kind: str, backup_id: str) -> BackupRef:
         path = self.root / host / kind / backup_id

@@ -7,7 +7,7 @@ import json
 import os
 import stat
 import time
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
@@ -406,6 +406,25 @@ def test_hostile_selectors_are_refused_before_touching_the_fs(
 
 
 # -- unchanged content: references --------------------------------------------------
+
+
+def test_latest_and_dedup_lookup_read_the_newest_manifests_not_the_history(
+    store: Store, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """backup.all asks for the newest backup and the holder of unchanged content on every
+    run: with a year of history that must stay a directory listing plus a manifest or two."""
+    refs = [make_backup(store, {"zachot.env": b"A=%d\n" % (i % 3)}, now=NOW + timedelta(days=i))
+            for i in range(40)]  # fmt: skip
+    damaged = refs[-1].path / "manifest.json"
+    damaged.write_text("{not json")  # the newest is unreadable: skipped, as list() does
+    reads = []
+    real = store_module._read_manifest
+    monkeypatch.setattr(store_module, "_read_manifest", lambda p: reads.append(p) or real(p))
+    assert store.latest("web1", "env") == refs[-2]
+    sha = hashlib.sha256(b"A=0\n").hexdigest()  # refs[39] (damaged) and refs[36] hold it
+    assert store.find_by_sha256("web1", "env", "zachot.env", sha) == refs[36]
+    assert len(reads) <= 2 + 4, len(reads)
+    assert [ref.id for ref in store.list("web1", "env")] == [ref.id for ref in refs[:-1]]
 
 
 def test_find_by_sha256_and_references(store: Store) -> None:
