@@ -9,12 +9,12 @@ It holds times, sizes and names only: no secret, no log line.
 from __future__ import annotations
 
 import json
-import os
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 
+from . import atomic
 from .drill import last as last_drill
 from .errors import ZachotError
 from .manifest import KINDS, id_sort_key
@@ -163,19 +163,9 @@ def collect(hosts: Sequence[Host], find: Callable[[str], Host], record: Record,
 
 
 def write(target: Path, text: str) -> None:
-    """Temp name in the same directory, then rename: the collector sees old or new, whole.
-    0644: node_exporter runs as another user, and the file holds nothing secret."""
+    """Temp name in the same directory, then rename: the collector sees old or new, whole
+    (it reads only *.prom, so the temp name is skipped). 0644: node_exporter runs as another
+    user, and the file holds nothing secret."""
     target = target.expanduser()
     target.parent.mkdir(parents=True, exist_ok=True)
-    temp = target.with_name(f".{target.name}.{os.getpid()}.tmp")
-    fd = os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW, 0o644)
-    try:
-        with os.fdopen(fd, "w") as handle:
-            handle.write(text)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.chmod(temp, 0o644)
-        os.replace(temp, target)
-    except BaseException:
-        temp.unlink(missing_ok=True)
-        raise
+    atomic.write_file(target, text.encode(), mode=0o644)

@@ -23,6 +23,7 @@ from pathlib import Path
 
 from invoke.exceptions import Exit
 
+from . import atomic
 from .errors import ExitCode, ZachotError
 from .manifest import format_utc, parse_utc
 from .store import ROUTINE_NAME
@@ -175,17 +176,7 @@ def save(store_root: Path, run: Run) -> None:
 
 def _write_private(target: Path, data: bytes) -> None:
     os.makedirs(target.parent, mode=0o700, exist_ok=True)  # a first run that backed up nothing
-    temp = target.with_name(f"{target.name}.{os.getpid()}.tmp")
-    fd = os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600)
-    try:
-        with os.fdopen(fd, "wb") as handle:
-            handle.write(data)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(temp, target)
-    except BaseException:
-        temp.unlink(missing_ok=True)
-        raise
+    atomic.write_file(target, data)
 
 
 def now() -> datetime:

@@ -19,6 +19,7 @@ import sys
 from dataclasses import dataclass
 from pathlib import Path
 
+from . import atomic
 from .crontab import CrontabError
 
 KINDS = ("systemd", "launchd", "cron")
@@ -180,9 +181,7 @@ def install_systemd(units: dict[str, str], folder: Path | None = None) -> None:
     folder = folder or systemd_dir()
     folder.mkdir(parents=True, exist_ok=True)
     for name, text in units.items():
-        temp = folder / f".{name}.tmp"
-        temp.write_text(text)
-        temp.replace(folder / name)
+        atomic.write_file(folder / name, text.encode(), mode=0o644)
     systemctl("daemon-reload")
     systemctl("enable", "--now", *TIMERS)
 

@@ -28,6 +28,7 @@ from pathlib import Path
 from types import TracebackType
 from typing import Any
 
+from fabfile.core import atomic
 from fabfile.core.errors import BackupNotFoundError, BadSelectorError, StoreError, UsageError
 from fabfile.core.lock import StoreLock
 from fabfile.core.manifest import (
@@ -791,20 +792,7 @@ def _read_manifest(backup_dir: Path) -> str:
 
 
 def _write_atomic(path: Path, text: str) -> None:
-    """tmp (0600) + fsync + rename: readers see the old file or the whole new one."""
-    tmp = path.with_name(f".{path.name}.tmp-{secrets.token_hex(8)}")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600)
-    try:
-        with os.fdopen(fd, "wb") as handle:
-            os.fchmod(handle.fileno(), 0o600)
-            handle.write(text.encode())
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.rename(tmp, path)
-    except BaseException:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(tmp)
-        raise
+    atomic.write_file(path, text.encode())
 
 
 def _fsync_dir(path: Path) -> None:

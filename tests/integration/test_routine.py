@@ -110,7 +110,7 @@ def test_routine_backs_up_copies_prunes_verifies_pings_and_writes_metrics(prod4,
     assert [s.value for s in families["zachot_backup_offsite_up"].samples] == [1]
     verified = {s.labels["kind"]: s.value for s in families["zachot_backup_last_verified"].samples}
     assert verified == {"env": 1, "units": 1}
-    assert not list(metrics.parent.glob("*.tmp"))  # written under a temp name, renamed
+    assert not list(metrics.parent.glob("*.tmp*"))  # written under a temp name, renamed
 
     # The record under the store: 0600, the run and its steps.
     record = routine.load(prod4.store.root, BOX)
