@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import dataclasses
+import os
 import shutil
 import socket
 import subprocess
+import sys
 import time
 from pathlib import Path
 from typing import Any
@@ -79,6 +81,18 @@ def write_inventory(host: Host, path: Path) -> Path:
     }
     path.write_text(yaml.safe_dump(data))
     return path
+
+
+def fab(inventory: Path, *args: str) -> subprocess.CompletedProcess:
+    """The installed `fab` with this inventory, plain output; no traceback, no canary."""
+    env = {**os.environ, "ZACHOT_INVENTORY": str(inventory), "NO_COLOR": "1"}
+    done = subprocess.run(
+        [Path(sys.executable).parent / "fab", *args],
+        cwd=ROOT, env=env, capture_output=True, text=True, timeout=120,
+    )  # fmt: skip
+    assert "Traceback" not in done.stderr, done.stderr
+    assert CANARY not in done.stdout + done.stderr
+    return done
 
 
 SSHD = shutil.which("sshd") or "/usr/sbin/sshd"

@@ -33,6 +33,7 @@ from fabfile.core.store import Store
 from sandbox import s3 as s3server
 from tests.sshd.cuttable import Link
 from tests.sshd.helpers import CANARY, ROOT, write_inventory
+from tests.sshd.s3_hooks import on_s3_event
 from tests.sshd.test_replicate import DAY, backup, host, vault  # noqa: F401 (fixtures)
 
 pytestmark = pytest.mark.sshd
@@ -374,21 +375,7 @@ def test_a_routine_s3_run_with_nothing_new_makes_two_requests(s3_site, monkeypat
         backup(s3_site.host, ["env", "units"], at=DAY + timedelta(days=day))
     replicate(s3_site)
     calls: list[str] = []
-    real_open = offsite_s3.S3Backend.open.__wrapped__
-
-    @contextlib.contextmanager
-    def counted(settings):
-        gen = real_open(offsite_s3.S3Backend, settings)
-        backend = next(gen)
-        backend.client.meta.events.register(
-            "before-call.s3", lambda model, **_: calls.append(model.name)
-        )
-        try:
-            yield backend
-        finally:
-            gen.close()
-
-    monkeypatch.setattr(offsite_s3.S3Backend, "open", staticmethod(counted))
+    on_s3_event(monkeypatch, "before-call.s3", lambda model, **_: calls.append(model.name))
     assert {r.result for r in replicate(s3_site)} == {"present"}
     assert calls == ["GetObject"]  # the index; HeadBucket came before counting
     calls.clear()

@@ -9,11 +9,8 @@ asking it for retention is refused.
 
 from __future__ import annotations
 
-import contextlib
 import hashlib
 import os
-import subprocess
-import sys
 import time
 from collections.abc import Iterator
 from dataclasses import replace
@@ -33,7 +30,8 @@ from fabfile.core.retention import Policy
 from fabfile.core.store import Store
 from sandbox import s3 as rclone_s3
 from tests.sshd import moto_s3
-from tests.sshd.helpers import CANARY, ROOT, write_inventory
+from tests.sshd.helpers import fab, write_inventory
+from tests.sshd.s3_hooks import on_s3_event
 from tests.sshd.test_replicate import DAY, backup, host, vault  # noqa: F401
 
 pytestmark = pytest.mark.sshd
@@ -91,22 +89,8 @@ def retention(moto: moto_s3.MotoS3, host: Host, version: dict) -> tuple[str, dat
 def requests(monkeypatch) -> list[tuple[str, dict]]:
     """The S3 operations our back end sends, with their parameters, from here on."""
     calls: list[tuple[str, dict]] = []
-    real_open = offsite_s3.S3Backend.open.__wrapped__
-
-    @contextlib.contextmanager
-    def counted(settings):
-        gen = real_open(offsite_s3.S3Backend, settings)
-        backend = next(gen)
-        backend.client.meta.events.register(
-            "provide-client-params.s3",
-            lambda params, model, **_: calls.append((model.name, dict(params))),
-        )
-        try:
-            yield backend
-        finally:
-            gen.close()
-
-    monkeypatch.setattr(offsite_s3.S3Backend, "open", staticmethod(counted))
+    on_s3_event(monkeypatch, "provide-client-params.s3",
+                lambda params, model, **_: calls.append((model.name, dict(params))))  # fmt: skip
     return calls
 
 
@@ -280,17 +264,6 @@ def inventory(host: Host, tmp_path: Path) -> Path:
                                          keep_monthly=0)  # fmt: skip
     path.write_text(yaml.safe_dump(data))
     return path
-
-
-def fab(inventory: Path, *args: str) -> subprocess.CompletedProcess:
-    env = {**os.environ, "ZACHOT_INVENTORY": str(inventory), "NO_COLOR": "1"}
-    done = subprocess.run(
-        [Path(sys.executable).parent / "fab", *args],
-        cwd=ROOT, env=env, capture_output=True, text=True, timeout=120,
-    )  # fmt: skip
-    assert "Traceback" not in done.stderr, done.stderr
-    assert CANARY not in done.stdout + done.stderr
-    return done
 
 
 def test_a_locked_leftover_is_kept_and_said_so(locked, moto, requests):

@@ -9,9 +9,6 @@ then lost days 0-3 (an older local prune), so they are only on the vault.
 from __future__ import annotations
 
 import json
-import os
-import subprocess
-import sys
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -31,7 +28,7 @@ from fabfile.core.prune import (
 from fabfile.core.readback import rolling_read_back
 from fabfile.core.retention import Policy
 from fabfile.core.store import READ_BACK_NAME, ReadBack, Store
-from tests.sshd.helpers import CANARY, ROOT, write_inventory
+from tests.sshd.helpers import fab, write_inventory
 from tests.sshd.test_replicate import DAY, backup, host, remote_dir, replicate, vault  # noqa: F401
 
 pytestmark = pytest.mark.sshd
@@ -205,17 +202,6 @@ def inventory_with_vault(host: Host, vault, tmp_path: Path, **backup: object) ->
     }
     inventory.write_text(yaml.safe_dump(data))
     return inventory
-
-
-def fab(inventory: Path, *args: str) -> subprocess.CompletedProcess:
-    env = {**os.environ, "ZACHOT_INVENTORY": str(inventory), "NO_COLOR": "1"}
-    done = subprocess.run(
-        [Path(sys.executable).parent / "fab", *args],
-        cwd=ROOT, env=env, capture_output=True, text=True, timeout=120,
-    )  # fmt: skip
-    assert "Traceback" not in done.stderr, done.stderr
-    assert CANARY not in done.stdout + done.stderr
-    return done
 
 
 def test_cli_prune_offsite_json_then_yes_and_verify_lists_read_backs(host, vault, tmp_path):

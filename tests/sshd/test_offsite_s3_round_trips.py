@@ -6,12 +6,11 @@ more round trip per object, which on a 30 ms link doubled a first full copy's ti
 
 from __future__ import annotations
 
-import contextlib
 from datetime import timedelta
 
 import pytest
 
-from fabfile.core import offsite_s3
+from tests.sshd.s3_hooks import on_s3_event
 from tests.sshd.test_offsite_backends import replicate, s3, s3_env, s3_site  # noqa: F401
 from tests.sshd.test_replicate import DAY, backup, host, vault  # noqa: F401 (fixtures)
 
@@ -22,24 +21,12 @@ def test_uploads_do_not_wait_for_a_100_continue(s3_site, monkeypatch):  # noqa: 
     for day in range(2):
         backup(s3_site.host, ["env", "units"], at=DAY + timedelta(days=day))
     sent: list[tuple[str, str | None]] = []
-    real_open = offsite_s3.S3Backend.open.__wrapped__
 
-    @contextlib.contextmanager
-    def watched(settings):
-        gen = real_open(offsite_s3.S3Backend, settings)
-        backend = next(gen)
+    def record(request, **_) -> None:
+        expect = request.headers.get("Expect")
+        sent.append((request.method, expect.decode() if expect else None))
 
-        def record(request, **_) -> None:
-            expect = request.headers.get("Expect")
-            sent.append((request.method, expect.decode() if expect else None))
-
-        backend.client.meta.events.register("before-send.s3", record)
-        try:
-            yield backend
-        finally:
-            gen.close()
-
-    monkeypatch.setattr(offsite_s3.S3Backend, "open", staticmethod(watched))
+    on_s3_event(monkeypatch, "before-send.s3", record)
     rows = replicate(s3_site)
     assert rows and all(r.ok for r in rows)
     puts = [expect for method, expect in sent if method == "PUT"]
