@@ -7,12 +7,13 @@ import json
 import operator
 import os
 import platform
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from .measure import median
+from .measure import BenchError, median
 
 COMPARE = {"<=": operator.le, ">=": operator.ge, "<": operator.lt}
 
@@ -57,6 +58,32 @@ class Row:
 
     def verdict(self) -> str:
         return {True: "yes", False: "**NO**", None: "error"}[self.met]
+
+
+@dataclass(frozen=True)
+class Figure:
+    """What every row of one figure shares: its rows, and a failed case as its row."""
+
+    title: str
+    meaning: str  # what the ratio is, and which way is better
+    op: str = "<="
+    target: float = 1.0
+
+    def row(self, key: str, case: str, ours: Side, base: Side, target: float,
+            notes: list[str]) -> Row:  # fmt: skip
+        ratio = ours.value / base.value
+        return Row(key, f"{self.title}: {case}", self.meaning, self.op, target, ours, base,
+                   ratio, notes)  # fmt: skip
+
+    def failed(self, key: str, exc: BenchError) -> Row:
+        return Row(key, self.title, self.meaning, self.op, self.target, error=str(exc))
+
+    def case(self, key: str, run: Callable[[], Row]) -> Row:
+        """One case; a failure is that case's row, and the others still run."""
+        try:
+            return run()
+        except BenchError as exc:
+            return self.failed(key, exc)
 
 
 def md_cell(text: str) -> str:

@@ -26,7 +26,7 @@ from sandbox.history import VAULT_ROOT
 from ..commands import fab_argv
 from ..context import BenchContext
 from ..measure import BenchError, Child, paired, run_child
-from ..results import Row, Side
+from ..results import Figure, Row, Side
 from ..s3lab import S3Lab, tree_bytes
 from ..settings import MB
 from ..wanlab import VAULT
@@ -34,6 +34,7 @@ from ..wanlab import VAULT
 TITLE = "Off-site to S3 and SFTP through the WAN link (30 ms, 100 Mbit/s)"
 OP, TARGET = "<=", 1.0
 MEANING = "fab wall time through the link / the baseline's (lower is better)"
+FIGURE = Figure(TITLE, MEANING, OP, TARGET)
 BOX = "prod9"
 # One repetition of every case must stay within about 3 minutes: a first full copy makes
 # requests per file one after another (SFTP: about 8 round trips per file), so 60 days
@@ -56,20 +57,13 @@ def run(ctx: BenchContext) -> list[Row]:
         made = lab.open()
         print(f"figure 8: {made}", flush=True)
         rows = _pairs(ctx, lab, "s3", _rclone(lab)) + _pairs(ctx, lab, "sftp", _rsync(lab))
-        rows.append(_case("8e", lambda: _verify(ctx, lab)))
+        rows.append(FIGURE.case("8e", lambda: _verify(ctx, lab)))
         for row in rows:
             row.notes.insert(0, made)
         return rows
     finally:
         for line in lab.close():
             print(f"cleanup: {line}", flush=True)
-
-
-def _case(key: str, case: Callable[[], Row]) -> Row:
-    try:
-        return case()
-    except BenchError as exc:
-        return Row(key, TITLE, MEANING, OP, TARGET, error=str(exc))
 
 
 def _fab(lab: S3Lab, inventory: Path, *task: str) -> Child:
@@ -154,15 +148,16 @@ def _pairs(ctx: BenchContext, lab: S3Lab, kind: str, base: Baseline) -> list[Row
         ours_side = Side(f"fab -H {BOX} backup.replicate into an empty {kind} destination", ours)
         base_side = Side(f"{base.label}, empty destination", theirs)
         rows.append(
-            _row(keys[0], f"first full copy to {where}", ours_side, base_side, FIRST, notes)
+            FIGURE.row(keys[0], f"first full copy to {where}", ours_side, base_side, FIRST, notes)
         )
         ours, theirs = paired(ctx.settings.reps, again, base.again)
         ours_side = Side(f"fab -H {BOX} backup.replicate, nothing new", ours)
         base_side = Side(f"{base.label}, nothing new", theirs)
         notes = [ctx.startup_note(ours_side, base_side), ROUTINE_REQUESTS[kind]]
-        rows.append(_row(keys[1], f"routine run to {where}", ours_side, base_side, ROUTINE, notes))
+        routine = f"routine run to {where}"
+        rows.append(FIGURE.row(keys[1], routine, ours_side, base_side, ROUTINE, notes))
     except BenchError as exc:
-        rows += [Row(k, TITLE, MEANING, OP, TARGET, error=str(exc)) for k in keys[len(rows) :]]
+        rows += [FIGURE.failed(k, exc) for k in keys[len(rows) :]]
     return rows
 
 
@@ -182,11 +177,6 @@ def _uploads(stdout: str, lab: S3Lab, kind: str) -> str:
     return f"ours sent {files} files of {backups} backups, {per}; {theirs}"
 
 
-def _row(key: str, case: str, ours: Side, base: Side, target: float, notes: list[str]) -> Row:
-    ratio = ours.value / base.value
-    return Row(key, f"{TITLE}: {case}", MEANING, OP, target, ours, base, ratio, notes)
-
-
 def _verify(ctx: BenchContext, lab: S3Lab) -> Row:
     s3_inv, sftp_inv = lab.last.get("s3"), lab.last.get("sftp")
     if s3_inv is None or sftp_inv is None:
@@ -199,5 +189,5 @@ def _verify(ctx: BenchContext, lab: S3Lab) -> Row:
     ours_side = Side(f"fab -H {BOX} backup.verify from S3", ours)
     base_side = Side(f"fab -H {BOX} backup.verify from the SFTP vault", theirs)
     note = "no target in issue 11: S3 against SFTP, the same backups, the same link"
-    return _row("8e", "backup.verify, newest of each kind, S3 against SFTP", ours_side,
+    return FIGURE.row("8e", "backup.verify, newest of each kind, S3 against SFTP", ours_side,
                 base_side, 1.0, [note])  # fmt: skip

@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import itertools
 import shutil
-from collections.abc import Callable
 
 from fabfile.core.manifest import KINDS
 from fabfile.core.store import Store
@@ -29,8 +28,8 @@ from fabfile.core.store import Store
 from ..boxdata import BoxData, run_in
 from ..commands import ssh_argv
 from ..context import BenchContext
-from ..measure import BenchError, Child, paired, run_child
-from ..results import Row, Side
+from ..measure import Child, paired, run_child
+from ..results import Figure, Row, Side
 from ..settings import MB, RTO_BOX
 from ..wanlab import LINK, WanLab
 from .backup_all import baseline_script, copied_sources
@@ -39,6 +38,7 @@ from .logs import TAR, TAR_OK, _sent
 TITLE = "WAN (30 ms, 100 Mbit/s) with a 730-day history"
 OP, TARGET = "<=", 1.0
 MEANING = "fab wall time through the link / the baseline's (or the limit) (lower is better)"
+FIGURE = Figure(TITLE, MEANING, OP, TARGET)
 BOX = RTO_BOX  # prod7: figure 6 resets it after use anyway
 DAYS = 730
 STATUS_LIMIT = 3.0
@@ -60,7 +60,7 @@ def run(ctx: BenchContext) -> list[Row]:
             ("7d", lambda: _backup_all(ctx, lab)),
             ("7e", lambda: _logs(ctx, lab, data)),
         )
-        rows = [_case(key, case) for key, case in cases]
+        rows = [FIGURE.case(key, case) for key, case in cases]
         for row in rows:
             row.notes.insert(0, made)
         return rows
@@ -69,30 +69,8 @@ def run(ctx: BenchContext) -> list[Row]:
             print(f"cleanup: {line}", flush=True)
 
 
-def _case(key: str, case: Callable[[], Row]) -> Row:
-    """One case; a failure is that case's row, and the others still run."""
-    try:
-        return case()
-    except BenchError as exc:
-        return Row(key, TITLE, MEANING, OP, TARGET, error=str(exc))
-
-
 def _fab(ctx: BenchContext, lab: WanLab, *task: str) -> Child:
     return ctx.fab(lab.inventory, [BOX], *task)
-
-
-def _row(key: str, case: str, ours: Side, base: Side, target: float, notes: list[str]) -> Row:
-    return Row(
-        key,
-        f"{TITLE}: {case}",
-        MEANING,
-        OP,
-        target,
-        ours=ours,
-        baseline=base,
-        ratio=ours.value / base.value,
-        notes=notes,
-    )
 
 
 def _replicate(ctx: BenchContext, lab: WanLab) -> Row:
@@ -110,14 +88,14 @@ def _replicate(ctx: BenchContext, lab: WanLab) -> Row:
     base_side = Side("rsync -a --dry-run of the store to the vault", base)
     within = "met" if ours_side.value <= STATUS_LIMIT else "NOT met"
     notes = [f"absolute target ≤ {STATUS_LIMIT:g} s: {within} ({ours_side.value:.2f} s)"]
-    return _row("7a", "backup.replicate, nothing to send", ours_side, base_side, 2.0, notes)
+    return FIGURE.row("7a", "backup.replicate, nothing to send", ours_side, base_side, 2.0, notes)
 
 
 def _status(ctx: BenchContext, lab: WanLab) -> Row:
     samples = [_fab(ctx, lab, "status").seconds for _ in range(ctx.settings.reps)]
     ours = Side(f"fab -H {BOX} status", samples)
     limit = Side("limit", [STATUS_LIMIT])
-    return _row("7b", "status, one host", ours, limit, 1.0, [ctx.startup_note(ours, limit)])
+    return FIGURE.row("7b", "status, one host", ours, limit, 1.0, [ctx.startup_note(ours, limit)])
 
 
 def _verify(ctx: BenchContext, lab: WanLab) -> Row:
@@ -127,7 +105,7 @@ def _verify(ctx: BenchContext, lab: WanLab) -> Row:
     ours = Side(f"fab -H {BOX} backup.verify", samples)
     limit = Side(f"{VERIFY_FIXED:g} s + {nbytes / MB:.2f} MB at {LINK}", [budget])
     note = f"newest backup of each kind and what it refers to: {nbytes / MB:.2f} MB"
-    return _row("7c", "backup.verify, newest of each kind", ours, limit, 1.0, [note])
+    return FIGURE.row("7c", "backup.verify, newest of each kind", ours, limit, 1.0, [note])
 
 
 def _newest_bytes(store: Store, box: str) -> int:
@@ -163,7 +141,7 @@ def _backup_all(ctx: BenchContext, lab: WanLab) -> Row:
     ours, base = paired(ctx.settings.reps, lambda: _fab(ctx, lab, *routine).seconds, openssh)
     ours_side = Side(f"fab -H {BOX} backup.all --no-offsite (routine)", ours)
     base_side = Side(f"{len(sources)}× ssh sudo cat + ssh sudo cp", base)
-    return _row("7d", "backup.all routine run", ours_side, base_side, 1.0, [])
+    return FIGURE.row("7d", "backup.all routine run", ours_side, base_side, 1.0, [])
 
 
 def _logs(ctx: BenchContext, lab: WanLab, data: BoxData) -> Row:
@@ -197,4 +175,5 @@ def _logs(ctx: BenchContext, lab: WanLab, data: BoxData) -> Row:
         f"ours sent per run: {'; '.join(sent)}",
         ctx.startup_note(ours_side, base_side),
     ]
-    return _row("7e", "backup.logs after one new 10 MB log", ours_side, base_side, 0.05, notes)
+    case = "backup.logs after one new 10 MB log"
+    return FIGURE.row("7e", case, ours_side, base_side, 0.05, notes)
