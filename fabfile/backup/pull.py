@@ -156,8 +156,9 @@ def all_(
     logs = _switch(logs, c.config.backup.logs, "--logs")
     # Asked for on the command line, an off-site copy must be possible; from config, a host
     # without one is simply skipped.
-    asked = offsite is not None and not no_offsite and _switch(offsite, True, "--offsite")
+    given = offsite is not None
     offsite = not no_offsite and _switch(offsite, c.config.backup.offsite, "--offsite")
+    asked = offsite and given
     kinds = ["env", "units"] + (["logs"] if logs else []) + (["redis"] if redis else [])
 
     def body() -> None:

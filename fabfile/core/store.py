@@ -205,9 +205,7 @@ class Store:
         if ref.manifest.file(VERIFIED_NAME) is not None:
             return None
         try:
-            fd = os.open(ref.path / VERIFIED_NAME, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
-            with os.fdopen(fd, "rb") as handle:
-                data = json.loads(handle.read(64 * 1024))
+            data = _read_json(ref.path / VERIFIED_NAME, 64 * 1024)
             if data["id"] != ref.id:
                 return None
             return parse_utc(data["verified_at"])
@@ -218,11 +216,7 @@ class Store:
         """When each backup of `host` was last read back; {} if never (or unreadable)."""
         _check_host(host)
         try:
-            fd = os.open(
-                self.root / host / READ_BACK_NAME, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC
-            )
-            with os.fdopen(fd, "rb") as handle:
-                data = json.loads(handle.read(MAX_READ_BACK_BYTES))
+            data = _read_json(self.root / host / READ_BACK_NAME, MAX_READ_BACK_BYTES)
             return dict(_read_back_entry(entry) for entry in data["read_back"])
         except (OSError, ValueError, TypeError, KeyError):
             return {}  # a damaged log only means: read everything back again
@@ -251,11 +245,7 @@ class Store:
         """backup.replicate's memo (see OFFSITE_DIGESTS_NAME); {} if none or unreadable."""
         _check_host(host)
         try:
-            fd = os.open(
-                self.root / host / OFFSITE_DIGESTS_NAME, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC
-            )
-            with os.fdopen(fd, "rb") as handle:
-                data = json.loads(handle.read(MAX_READ_BACK_BYTES))
+            data = _read_json(self.root / host / OFFSITE_DIGESTS_NAME, MAX_READ_BACK_BYTES)
             found = {key: (size, sha) for key, (size, sha) in data["manifests"].items()}
         except (OSError, ValueError, TypeError, KeyError, AttributeError):
             return {}  # a damaged memo only means: serialise the manifests once more
@@ -789,6 +779,14 @@ def _read_manifest(backup_dir: Path) -> str:
         return data.decode("utf-8")
     except UnicodeDecodeError:
         raise StoreError(f"{path}: bad manifest: not UTF-8 text") from None
+
+
+def _read_json(path: Path, limit: int) -> Any:
+    """A small JSON record of the store, never through a link; OSError or ValueError if
+    missing or damaged (each caller treats that as "none")."""
+    fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
+    with os.fdopen(fd, "rb") as handle:
+        return json.loads(handle.read(limit))
 
 
 def _write_atomic(path: Path, text: str) -> None:
