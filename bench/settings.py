@@ -8,6 +8,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 SANDBOX_INVENTORY = ROOT / "sandbox" / "inventory.yml"
 RESULTS = ROOT / "bench" / "results"
+FABFILE = ROOT / "fabfile"
 MB = 1_000_000
 
 # The boxes this bench may fill and clean (other agents use prod..prod4 and new-box).

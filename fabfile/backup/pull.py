@@ -54,10 +54,9 @@ def _run(
     offsite_asked=False,
 ):
     from ..core import plan as plans
-    from ..core.backups import redis as redis_backup
-    from ..core.backups.planner import back_up, context_for, plan_backup, store_locks
-    from ..core.offsite import replicate_hosts
+    from ..core.backups.planner import back_up, context_for, plan_backup
     from ..core.offsite_backend import has_offsite
+    from ..core.store import store_locks
 
     if not first_call(task_name):
         return
@@ -69,6 +68,8 @@ def _run(
             "backup.offsite_host or backup.offsite_s3_bucket in the inventory, or drop --offsite"
         )
     if "redis" in kinds:
+        from ..core.backups import redis as redis_backup
+
         redis_backup.confirm(yes=yes or dry_run)
     now = datetime.now(UTC)
     password = c.config.get("sudo", {}).get("password")
@@ -90,6 +91,8 @@ def _run(
             # Only hosts whose backup succeeded and that name an off-site box; the vault
             # gets nothing half-made.
             done = [h for h, o in zip(hosts, outcomes, strict=True) if o.ok and has_offsite(h)]
+            from ..core.offsite import replicate_hosts
+
             transfers = int(c.config.backup.offsite_transfers)
             found = replicate_hosts(done, inventory.host, transfers=transfers) if done else []
             sent = {o.host: o for o in found}

@@ -20,9 +20,9 @@ HELP = {
 @guarded
 def replicate(c, dry_run=False, rescan=False, verbose=False, json=False, transfers=None):
     """Send the backups the off-site box lacks (all hosts unless -H), verified there."""
-    from ..core.backups.planner import store_locks
     from ..core.offsite import replicate_hosts
     from ..core.offsite_backend import has_offsite
+    from ..core.store import store_locks
 
     if not first_call("backup.replicate"):
         return

@@ -242,7 +242,7 @@ class ManifestMemo:
 
     # Part of every key: change it when Manifest.offsite or to_json change what the vault
     # gets, so the memo cannot vouch for the old form (the next replicate repairs them all).
-    VERSION = b"offsite manifest 1\n"
+    VERSION = b"offsite manifest 2\n"
 
     def __init__(self, store: Store, host: str) -> None:
         self.store, self.host = store, host
@@ -250,10 +250,10 @@ class ManifestMemo:
         self.used: dict[str, tuple[int, str]] = {}
 
     def of(self, ref: BackupRef) -> tuple[int, str]:
-        try:
-            key = _sha256(self.VERSION + (ref.path / MANIFEST_NAME).read_bytes())
-        except OSError:
-            return _digest(offsite_manifest(ref))  # uploads() reports the unusable copy
+        local = ref.manifest_sha256
+        if local is None:  # a ref not read from the store: nothing to key it by
+            return _digest(offsite_manifest(ref))
+        key = _sha256(self.VERSION + local.encode())
         found = self.used[key] = self.known.get(key) or _digest(offsite_manifest(ref))
         return found
 

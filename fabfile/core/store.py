@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import contextlib
 import errno
+import hashlib
 import json
 import os
 import re
@@ -21,12 +22,12 @@ import secrets
 import shutil
 import stat
 import time
-from collections.abc import Collection, Iterator, Mapping
+from collections.abc import Collection, Iterator, Mapping, Sequence
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from types import TracebackType
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from fabfile.core import atomic
 from fabfile.core.errors import BackupNotFoundError, BadSelectorError, StoreError, UsageError
@@ -46,6 +47,10 @@ from fabfile.core.manifest import (
     parse_utc,
     short_repr,
 )
+from fabfile.core.manifest_cache import CACHE_NAME, ManifestCache, stamp_of
+
+if TYPE_CHECKING:
+    from fabfile.core.model import Host
 
 __all__ = ["KINDS", "BackupRef", "FileRecord", "Manifest", "StagedBackup", "Store"]
 
@@ -103,6 +108,8 @@ class BackupRef:
     id: str
     path: Path
     manifest: Manifest
+    # sha256 of the manifest file's bytes, when read from the store (ManifestMemo's key).
+    manifest_sha256: str | None = None
 
     @property
     def created(self) -> datetime:
@@ -283,9 +290,13 @@ class Store:
         if kind is not None:
             _check_kind(kind)
         refs: list[BackupRef] = []
+        kinds = (kind,) if kind is not None else KINDS
         for one_host in [host] if host is not None else self._hosts():
-            for one_kind in [kind] if kind is not None else KINDS:
-                refs.extend(self._scan(one_host, one_kind)[0])
+            cache = ManifestCache(self.root / one_host)
+            for one_kind in kinds:
+                refs.extend(self._scan(one_host, one_kind, cache)[0])
+            if (self.root / one_host).is_dir():
+                cache.save(kinds)
         return refs
 
     def latest(self, host: str, kind: str) -> BackupRef | None:
@@ -365,7 +376,8 @@ class Store:
             _check_kind(kind)
         for one_host in [host] if host is not None else self._hosts():
             for one_kind in [kind] if kind is not None else KINDS:
-                refs, scan_problems = self._scan(one_host, one_kind)
+                # No cache: this check is there to notice a damaged manifest.
+                refs, scan_problems = self._scan(one_host, one_kind, None)
                 found.extend(scan_problems)
                 for ref in refs:
                     found.extend(self._backup_problems(ref))
@@ -396,13 +408,15 @@ class Store:
                 _fsync_dir(path.parent)
         return self.root / host / name
 
-    def _scan(self, host: str, kind: str) -> tuple[list[BackupRef], list[str]]:
+    def _scan(
+        self, host: str, kind: str, cache: ManifestCache | None
+    ) -> tuple[list[BackupRef], list[str]]:
         """(complete backups oldest first, one-line problems) of one host/kind."""
         refs, found = [], []
         for entry in _entries(self.root / host / kind):
             if is_backup_id(entry.name) and entry.is_dir(follow_symlinks=False):
                 try:
-                    refs.append(self._read_backup(host, kind, entry.name))
+                    refs.append(self._read_backup(host, kind, entry.name, cache))
                 except StoreError as exc:
                     found.append(str(exc))
             elif _is_deleting(entry):
@@ -426,7 +440,9 @@ class Store:
             except StoreError:
                 continue  # damaged or incomplete: list() and verify report it
 
-    def _read_backup(self, host: str, kind: str, backup_id: str) -> BackupRef:
+    def _read_backup(
+        self, host: str, kind: str, backup_id: str, cache: ManifestCache | None = None
+    ) -> BackupRef:
         path = self.root / host / kind / backup_id
         try:
             mode = os.lstat(path).st_mode
@@ -434,13 +450,20 @@ class Store:
             raise StoreError(f"{path}: no such backup") from None
         if not stat.S_ISDIR(mode):
             raise StoreError(f"{path}: not a directory")
-        manifest = Manifest.from_json(_read_manifest(path), where=str(path / MANIFEST_NAME))
+        if cache is not None and (hit := _cached(cache, path, host, kind, backup_id)):
+            manifest, sha256 = hit
+        else:
+            data, info = _read_manifest(path)
+            manifest = Manifest.from_json(_utf8(data, path), where=str(path / MANIFEST_NAME))
+            sha256 = hashlib.sha256(data).hexdigest()
+            if cache is not None:
+                cache.put(kind, backup_id, stamp_of(info), manifest, sha256)
         if (manifest.host, manifest.kind, manifest.id) != (host, kind, backup_id):
             raise StoreError(
                 f"{path / MANIFEST_NAME}: manifest is for "
                 f"{manifest.host}/{manifest.kind}/{manifest.id}, not this directory"
             )
-        return BackupRef(host, kind, backup_id, path, manifest)
+        return BackupRef(host, kind, backup_id, path, manifest, sha256)
 
     def _holder(self, ref: BackupRef, record: FileRecord) -> BackupRef:
         """The backup that physically holds `record`'s bytes: `ref`, or where stored_in leads."""
@@ -495,6 +518,16 @@ class Store:
             if entry.name not in (MANIFEST_NAME, VERIFIED_NAME) and entry.name not in physical
         )
         return [problem for problem in found if problem is not None]
+
+
+@contextlib.contextmanager
+def store_locks(hosts: Sequence[Host], purpose: str) -> Iterator[None]:
+    """Lock every store these hosts write to, in a fixed order (no deadlock)."""
+    roots = sorted({(str(h.store.path), h.store.lock_timeout) for h in hosts})
+    with contextlib.ExitStack() as stack:
+        for root, timeout in roots:
+            stack.enter_context(Store(Path(root)).lock(timeout=timeout, purpose=purpose))
+        yield
 
 
 class StagedBackup:
@@ -563,7 +596,8 @@ class StagedBackup:
             raise StoreError(f"cannot move {self.path.name} to {final}: {exc.strerror}") from None
         _fsync_dir(final.parent)
         self._state = "committed"
-        return BackupRef(self.host, self.kind, self.id, final, manifest)
+        sha256 = hashlib.sha256(text.encode()).hexdigest()
+        return BackupRef(self.host, self.kind, self.id, final, manifest, sha256)
 
     def discard(self) -> None:
         if self._state == "open":
@@ -664,8 +698,9 @@ def _next_id(kind_dir: Path, base: str) -> str:
 
 
 def _is_host_entry(entry: os.DirEntry[str]) -> bool:
-    """What may sit in <root>/<host>/: the kinds, the drills, the read-back log, the memo."""
-    if entry.name in (READ_BACK_NAME, OFFSITE_DIGESTS_NAME):
+    """What may sit in <root>/<host>/: the kinds, the drills, the read-back log, the memo
+    and the manifest cache."""
+    if entry.name in (READ_BACK_NAME, OFFSITE_DIGESTS_NAME, CACHE_NAME):
         return entry.is_file(follow_symlinks=False)
     return entry.name in (*KINDS, DRILLS_DIR) and entry.is_dir(follow_symlinks=False)
 
@@ -760,7 +795,22 @@ def _makedirs_private(path: Path) -> None:
         _fsync_dir(path.parent)
 
 
-def _read_manifest(backup_dir: Path) -> str:
+def _cached(
+    cache: ManifestCache, backup_dir: Path, host: str, kind: str, backup_id: str
+) -> tuple[Manifest, str] | None:
+    """The cached manifest of a backup when its file is unchanged since it was read."""
+    try:
+        info = os.stat(backup_dir / MANIFEST_NAME, follow_symlinks=False)
+    except OSError:
+        return None  # _read_manifest says what is wrong
+    hit = cache.get(kind, backup_id, stamp_of(info)) if stat.S_ISREG(info.st_mode) else None
+    if hit is None or (hit[0].host, hit[0].kind, hit[0].id) != (host, kind, backup_id):
+        return None  # a damaged cache row: the file decides
+    return hit
+
+
+def _read_manifest(backup_dir: Path) -> tuple[bytes, os.stat_result]:
+    """The manifest's bytes and the stat of the file they were read from."""
     path = backup_dir / MANIFEST_NAME
     try:
         fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
@@ -768,17 +818,22 @@ def _read_manifest(backup_dir: Path) -> str:
         raise StoreError(f"{backup_dir}: incomplete backup (no {MANIFEST_NAME})") from None
     except OSError as exc:
         raise StoreError(f"{path}: cannot read: {exc.strerror}") from None
-    if not stat.S_ISREG(os.fstat(fd).st_mode):
+    info = os.fstat(fd)
+    if not stat.S_ISREG(info.st_mode):
         os.close(fd)
         raise StoreError(f"{path}: bad manifest: not a regular file")
     with os.fdopen(fd, "rb") as handle:
         data = handle.read(MAX_MANIFEST_BYTES + 1)
     if len(data) > MAX_MANIFEST_BYTES:
         raise StoreError(f"{path}: bad manifest: larger than {MAX_MANIFEST_BYTES} bytes")
+    return data, info
+
+
+def _utf8(data: bytes, backup_dir: Path) -> str:
     try:
         return data.decode("utf-8")
     except UnicodeDecodeError:
-        raise StoreError(f"{path}: bad manifest: not UTF-8 text") from None
+        raise StoreError(f"{backup_dir / MANIFEST_NAME}: bad manifest: not UTF-8 text") from None
 
 
 def _read_json(path: Path, limit: int) -> Any:
