@@ -13,8 +13,6 @@ import shlex
 import threading
 from dataclasses import dataclass
 
-from dotenv import dotenv_values
-
 # python-dotenv logs unparsable lines to stderr past output.py; verify reports their numbers.
 logging.getLogger("dotenv.main").setLevel(logging.ERROR)
 
@@ -68,6 +66,9 @@ def env_values(data: bytes) -> dict[str, str]:
     hold '+' or '/', which no variable name does. Such a "key" is a piece of a secret: its
     text is registered, and it is never listed as a key. (One '=' of padding reads exactly
     like an empty `NAME=`, so that line stays a key.)"""
+    # Imported here: every task loads this module (output masks through it), few parse env.
+    from dotenv import dotenv_values
+
     text = data.decode("utf-8", errors="replace").lstrip("\ufeff")
     values = dotenv_values(stream=io.StringIO(text))
     fragments = {k for k, v in values.items() if not _is_assignment(k, v)}

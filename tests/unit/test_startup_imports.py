@@ -27,6 +27,7 @@ LAZY = (
     "rich",
     "prometheus_client",
     "pyrage",
+    "dotenv",
     "urllib.request",
     "fabfile.core.transport",
     "fabfile.core.store",
