@@ -39,8 +39,13 @@ class ManifestCache:
     def __init__(self, host_dir: Path) -> None:
         self.path = host_dir / CACHE_NAME
         self._rows = _load(self.path)
+        self._built: dict[str, tuple[Stamp, Manifest]] = {}  # rows made objects, this run
         self._seen: set[str] = set()
         self._changed = False
+
+    def start(self) -> None:
+        """A new scan: what it meets decides which rows save() keeps."""
+        self._seen = set()
 
     def get(self, kind: str, backup_id: str, stamp: Stamp) -> tuple[Manifest, str] | None:
         """The manifest and its bytes' sha256 when the file still has `stamp`, else None."""
@@ -49,16 +54,20 @@ class ManifestCache:
         row = self._rows.get(key)
         if row is None or tuple(row[0]) != stamp:
             return None
-        try:
-            return _manifest(row[2]), row[1]
-        except (TypeError, ValueError, IndexError):  # a damaged row: read the file again
-            return None
+        built = self._built.get(key)
+        if built is None or built[0] != stamp:
+            try:
+                built = self._built[key] = (stamp, _manifest(row[2]))
+            except (TypeError, ValueError, IndexError):  # a damaged row: read the file again
+                return None
+        return built[1], row[1]
 
     def put(self, kind: str, backup_id: str, stamp: Stamp, manifest: Manifest, sha256: str) -> None:
         """Remember a manifest just read and validated."""
         key = f"{kind}/{backup_id}"
         self._seen.add(key)
         self._rows[key] = [list(stamp), sha256, _row(manifest)]
+        self._built[key] = (stamp, manifest)
         self._changed = True
 
     def save(self, kinds: tuple[str, ...]) -> None:

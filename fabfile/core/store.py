@@ -138,6 +138,8 @@ class BackupRef:
 class Store:
     def __init__(self, root: Path) -> None:
         self.root = Path(root).expanduser()
+        # Per host, kept between listings: prune and verify list the store many times.
+        self._caches: dict[str, ManifestCache] = {}
 
     # -- writing -------------------------------------------------------------
 
@@ -292,7 +294,10 @@ class Store:
         refs: list[BackupRef] = []
         kinds = (kind,) if kind is not None else KINDS
         for one_host in [host] if host is not None else self._hosts():
-            cache = ManifestCache(self.root / one_host)
+            cache = self._caches.get(one_host)
+            if cache is None:
+                cache = self._caches[one_host] = ManifestCache(self.root / one_host)
+            cache.start()
             for one_kind in kinds:
                 refs.extend(self._scan(one_host, one_kind, cache)[0])
             if (self.root / one_host).is_dir():

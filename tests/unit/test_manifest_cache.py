@@ -53,6 +53,14 @@ def test_a_second_listing_reads_no_manifest(store: Store, reads: list[Path]) -> 
     assert stat.S_IMODE(cache.stat().st_mode) == 0o600
 
 
+def test_listing_again_in_one_run_builds_nothing_again(store: Store) -> None:
+    """prune and verify list the store many times in one run: the parsed manifests stay."""
+    history(store, 3)
+    first, again = store.list("web1"), store.list("web1")
+    assert all(a.manifest is b.manifest for a, b in zip(first, again, strict=True))
+    assert Store(store.root).list("web1")[0].manifest is not first[0].manifest
+
+
 def test_each_ref_carries_its_manifest_bytes_sha256(store: Store) -> None:
     made = history(store, 3)
     for refs in (store.list("web1"), store.list("web1")):  # read, then from the cache
@@ -85,9 +93,11 @@ def test_a_damaged_cache_is_ignored_and_rewritten(store: Store, reads: list[Path
     cache = store.root / "web1" / CACHE_NAME
     for junk in ("{not json", '{"version": 1, "manifests": {"env/x": [1]}}', "[]"):
         cache.write_text(junk)
-        assert store.list("web1") == expected
+        reads.clear()
+        assert Store(store.root).list("web1") == expected  # a new run reads the file
+        assert len(reads) == 4
     reads.clear()
-    assert store.list("web1") == expected and reads == []  # rewritten whole
+    assert Store(store.root).list("web1") == expected and reads == []  # rewritten whole
 
 
 def test_a_cached_row_from_another_backup_is_not_served(store: Store, reads: list[Path]) -> None:
@@ -101,7 +111,7 @@ def test_a_cached_row_from_another_backup_is_not_served(store: Store, reads: lis
     rows[second][2] = rows[first][2]  # second's stamp, first's manifest
     cache.write_text(json.dumps(data))
     reads.clear()
-    assert store.list("web1") == expected
+    assert Store(store.root).list("web1") == expected
     assert reads == [refs[1].path]
 
 
