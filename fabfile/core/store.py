@@ -70,6 +70,7 @@ MAX_READ_BACK_BYTES = 16 * 1024 * 1024
 # of each backup's off-site manifest, keyed by the sha256 of the local manifest's bytes, so
 # a run with nothing to send does not re-serialise every manifest of a long history.
 OFFSITE_DIGESTS_NAME = "offsite-manifests.json"
+# Beside it, the listing's cache of parsed manifests (CACHE_NAME, core/manifest_cache.py).
 # Drill reports (core/drill/) beside the kinds: <root>/<host>/drills/<id>.md and .json.
 DRILLS_DIR = "drills"
 STAGING_MAX_AGE = timedelta(hours=1)
