@@ -342,18 +342,28 @@ def op_copy(src, dst, private="", same_prefix=""):
                 report(ok=True, sha256="", copied=False)
                 return
             times = (st.st_atime_ns, st.st_mtime_ns)
-            try:
-                digest, _ = create(dfd, name, lambda out: copy_bytes(fd, out), st.st_uid,
-                                   st.st_gid, 0o600, times)
-            except OSError as e:
-                e.filename = dst  # the copy failed, not the file copied
-                raise
+            # In root's private directory a second copy stamped the same second gets -1..-9:
+            # two runs can now finish within the stamp's one-second grain.
+            extra = ["%s-%d" % (name, n) for n in range(1, 10)] if private == "1" else []
+            names = [name] + extra
+            for made in names:
+                try:
+                    digest, _ = create(dfd, made, lambda out: copy_bytes(fd, out), st.st_uid,
+                                       st.st_gid, 0o600, times)
+                    break
+                except FileExistsError as e:
+                    if made == names[-1]:
+                        e.filename = dst
+                        raise
+                except OSError as e:
+                    e.filename = dst  # the copy failed, not the file copied
+                    raise
             os.fsync(dfd)
         finally:
             os.close(dfd)
     finally:
         os.close(fd)
-    report(ok=True, sha256=digest, copied=True)
+    report(ok=True, sha256=digest, copied=True, name=made)
 
 def op_own(path, mode, owner, group):
     # chown and chmod through the file's own fd: a link planted at path is refused.

@@ -52,8 +52,9 @@ NEWEST_VERIFIED = "newest verified"
 NEWEST_READ_BACK = "newest read back off-site"
 KEPT_LOCALLY = "kept locally"  # replicate would send it again
 LEFTOVER = "incomplete and not in the local store: an interrupted prune or upload"
-# The runbook's server copies, zachot.env.<YYYYmmdd_HHMMSS>; nothing else is touched.
-SERVER_COPY_RE = re.compile(re.escape(ENV_NAME) + r"\.[0-9]{8}_[0-9]{6}", re.ASCII)
+# The runbook's server copies, zachot.env.<YYYYmmdd_HHMMSS>, with -1..-9 for a second copy
+# within the same second (agent.py's copy); nothing else is touched.
+SERVER_COPY_RE = re.compile(re.escape(ENV_NAME) + r"\.[0-9]{8}_[0-9]{6}(?:-[1-9])?", re.ASCII)
 
 
 class ServerPruneFailed(ZachotError):

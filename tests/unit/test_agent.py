@@ -100,6 +100,19 @@ def test_private_dir_is_made_root_0700_and_copies_skip_the_same_bytes(theirs, tm
     assert (backups / "zachot.env.3").read_text() == "KEY=changed\n"
 
 
+@pytest.mark.skipif(os.geteuid() != 0, reason="a root-owned directory needs root")
+def test_a_second_copy_stamped_the_same_second_gets_a_suffix(theirs, tmp_path):
+    """Two backup.env runs within one second collided on the stamped name (File exists)."""
+    backups, stamp = tmp_path / "backups", "zachot.env.20261130_191804"
+    agent("copy", str(theirs / "env"), str(backups / stamp), "1", "zachot.env.")
+    (theirs / "env").write_text("KEY=changed\n")
+    code, _, said = agent("copy", str(theirs / "env"), str(backups / stamp), "1", "zachot.env.")
+    assert code == 0 and said["copied"] and said["name"] == stamp + "-1", said
+    assert (backups / (stamp + "-1")).read_text() == "KEY=changed\n"
+    again = agent("copy", str(theirs / "env"), str(backups / stamp), "1", "zachot.env.")
+    assert not again[2]["copied"]  # the suffixed copy is the newest, and it is the same
+
+
 def test_own_refuses_a_link_and_write_replaces_it(theirs, tmp_path):
     (theirs / "env").unlink()
     (theirs / "env").symlink_to(theirs.parent / "secret")

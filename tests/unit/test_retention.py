@@ -197,6 +197,10 @@ def test_server_copies_keep_the_newest_and_touch_only_the_exact_pattern():
     assert keep == ["zachot.env.20261115_020000", "zachot.env.20261108_020000"]
     assert forget == ["zachot.env.20261101_020000"]
     assert select_server_copies(names, 10)[1] == []
+    # A second copy within one second is stamped -1 (agent.py), and is the newer.
+    same_second = ["zachot.env.20261115_020000", "zachot.env.20261115_020000-1"]
+    assert select_server_copies(same_second, 1) == (same_second[1:], same_second[:1])
+    assert select_server_copies(["zachot.env.20261115_020000-10"], 1) == ([], [])
 
 
 # -- pruning a real store ---------------------------------------------------------------

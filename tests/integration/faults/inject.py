@@ -76,15 +76,18 @@ def kill_sessions(fleet: Fleet, box: str, client_pid: int) -> list[int]:
 
 
 @contextmanager
-def slow_link(fleet: Fleet, box: str, rate: str = "400mbit") -> Iterator[None]:
-    """Rate-limit the box's veth both ways (tc tbf) so a transfer lasts long enough to cut."""
+def slow_link(
+    fleet: Fleet, box: str, rate: str = "400mbit", burst: str = "256kb", latency: str = "200ms"
+) -> Iterator[None]:
+    """Rate-limit the box's veth both ways (tc tbf) so a transfer lasts long enough to cut.
+    A burst of one packet slows every request too, not only bulk data."""
     s = spec(fleet, box)
     ends = [[], ["ip", "netns", "exec", s.netns]]  # host side, then the box's side
     devices = [s.veth_host, s.veth_box]
     try:
         for prefix, dev in zip(ends, devices, strict=True):
             tbf = ["tc", "qdisc", "replace", "dev", dev, "root", "tbf", "rate", rate]
-            subprocess.run([*prefix, *tbf, "burst", "256kb", "latency", "200ms"], check=True)
+            subprocess.run([*prefix, *tbf, "burst", burst, "latency", latency], check=True)
         yield
     finally:
         for prefix, dev in zip(ends, devices, strict=True):

@@ -1,6 +1,11 @@
 """backup.prune on the off-site copy, cut mid-way: the vault's sshd session serving the
 prune is killed (kill -9) right after the first backup's manifest is removed.
 
+The vault's link is slowed to 64 kbit/s with a one-packet burst during the prune, so each
+SFTP request takes tens of milliseconds and the test stops the client right after the
+first manifest goes. On loopback, with TCP_NODELAY, a request takes well under a
+millisecond and the whole prune could finish before the test saw the first one.
+
 The env history on prod13 goes A B A C C, so the third backup holds its bytes in the
 first and the fifth in the fourth; `--keep-last 1` keeps the fifth and the fourth it
 uses, and forgets the first three, deleted newest first. Afterwards no complete backup
@@ -95,17 +100,19 @@ def test_offsite_prune_cut_after_the_first_manifest(prod13: Lab):
     vault_root = prod13.fleet.paths.box_dir(VAULT) / "root" / VAULT_ROOT.lstrip("/")
     first = vault_root / prod13.offsite_dir / prod13.box / "env" / ids[2] / "manifest.json"
     assert first.exists()
-    process = prod13.started("backup.prune", *KEEP, "--yes")
-    try:
-        assert stop_when_gone(process, first), process.communicate()
-        inject.kill_sessions(prod13.fleet, VAULT, process.pid)  # the link dies mid-prune
-        os.kill(process.pid, signal.SIGCONT)
-        stdout, stderr = process.communicate(timeout=300)
-    finally:
-        if process.poll() is None:
+    slow = inject.slow_link(prod13.fleet, VAULT, rate="64kbit", burst="1600", latency="2s")
+    with slow:
+        process = prod13.started("backup.prune", *KEEP, "--yes")
+        try:
+            assert stop_when_gone(process, first), process.communicate()
+            inject.kill_sessions(prod13.fleet, VAULT, process.pid)  # the link dies mid-prune
             os.kill(process.pid, signal.SIGCONT)
-            process.kill()
-            process.communicate()
+            stdout, stderr = process.communicate(timeout=300)
+        finally:
+            if process.poll() is None:
+                os.kill(process.pid, signal.SIGCONT)
+                process.kill()
+                process.communicate()
     assert process.returncode != 0, stdout
     assert "Traceback" not in stderr
     [error] = [line for line in stderr.splitlines() if line.startswith("error:")]
