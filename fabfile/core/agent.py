@@ -351,11 +351,9 @@ def op_copy(src, dst, private="", same_prefix=""):
                     digest, _ = create(dfd, made, lambda out: copy_bytes(fd, out), st.st_uid,
                                        st.st_gid, 0o600, times)
                     break
-                except FileExistsError as e:
-                    if made == names[-1]:
-                        e.filename = dst
-                        raise
                 except OSError as e:
+                    if isinstance(e, FileExistsError) and made != names[-1]:
+                        continue
                     e.filename = dst  # the copy failed, not the file copied
                     raise
             os.fsync(dfd)

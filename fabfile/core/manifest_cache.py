@@ -39,7 +39,7 @@ class ManifestCache:
     def __init__(self, host_dir: Path) -> None:
         self.path = host_dir / CACHE_NAME
         self._rows = _load(self.path)
-        self._built: dict[str, tuple[Stamp, Manifest]] = {}  # rows made objects, this run
+        self._built: dict[str, Manifest] = {}  # rows made objects this run, by key
         self._seen: set[str] = set()
         self._changed = False
 
@@ -54,20 +54,20 @@ class ManifestCache:
         row = self._rows.get(key)
         if row is None or tuple(row[0]) != stamp:
             return None
-        built = self._built.get(key)
-        if built is None or built[0] != stamp:
+        manifest = self._built.get(key)
+        if manifest is None:
             try:
-                built = self._built[key] = (stamp, _manifest(row[2]))
+                manifest = self._built[key] = _manifest(row[2])
             except (TypeError, ValueError, IndexError):  # a damaged row: read the file again
                 return None
-        return built[1], row[1]
+        return manifest, row[1]
 
     def put(self, kind: str, backup_id: str, stamp: Stamp, manifest: Manifest, sha256: str) -> None:
         """Remember a manifest just read and validated."""
         key = f"{kind}/{backup_id}"
         self._seen.add(key)
         self._rows[key] = [list(stamp), sha256, _row(manifest)]
-        self._built[key] = (stamp, manifest)
+        self._built[key] = manifest
         self._changed = True
 
     def save(self, kinds: tuple[str, ...]) -> None:
@@ -81,15 +81,13 @@ class ManifestCache:
         try:
             atomic.write_file(self.path, data.encode())
         except OSError:
-            return  # only a cache: the next listing reads the manifests again
+            return  # only a cache (or no host directory yet): the next listing reads again
         self._changed = False
 
 
 def _load(path: Path) -> dict[str, list]:
     try:
-        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
-        with os.fdopen(fd, "rb") as handle:
-            data = json.loads(handle.read(MAX_CACHE_BYTES + 1))
+        data = atomic.read_json(path, MAX_CACHE_BYTES)
         if data["version"] != VERSION or not isinstance(data["manifests"], dict):
             return {}
         return data["manifests"]

@@ -215,7 +215,7 @@ class Store:
         if ref.manifest.file(VERIFIED_NAME) is not None:
             return None
         try:
-            data = _read_json(ref.path / VERIFIED_NAME, 64 * 1024)
+            data = atomic.read_json(ref.path / VERIFIED_NAME, 64 * 1024)
             if data["id"] != ref.id:
                 return None
             return parse_utc(data["verified_at"])
@@ -226,7 +226,7 @@ class Store:
         """When each backup of `host` was last read back; {} if never (or unreadable)."""
         _check_host(host)
         try:
-            data = _read_json(self.root / host / READ_BACK_NAME, MAX_READ_BACK_BYTES)
+            data = atomic.read_json(self.root / host / READ_BACK_NAME, MAX_READ_BACK_BYTES)
             return dict(_read_back_entry(entry) for entry in data["read_back"])
         except (OSError, ValueError, TypeError, KeyError):
             return {}  # a damaged log only means: read everything back again
@@ -255,7 +255,7 @@ class Store:
         """backup.replicate's memo (see OFFSITE_DIGESTS_NAME); {} if none or unreadable."""
         _check_host(host)
         try:
-            data = _read_json(self.root / host / OFFSITE_DIGESTS_NAME, MAX_READ_BACK_BYTES)
+            data = atomic.read_json(self.root / host / OFFSITE_DIGESTS_NAME, MAX_READ_BACK_BYTES)
             found = {key: (size, sha) for key, (size, sha) in data["manifests"].items()}
         except (OSError, ValueError, TypeError, KeyError, AttributeError):
             return {}  # a damaged memo only means: serialise the manifests once more
@@ -301,8 +301,7 @@ class Store:
             cache.start()
             for one_kind in kinds:
                 refs.extend(self._scan(one_host, one_kind, cache)[0])
-            if (self.root / one_host).is_dir():
-                cache.save(kinds)
+            cache.save(kinds)
         return refs
 
     def latest(self, host: str, kind: str) -> BackupRef | None:
@@ -840,14 +839,6 @@ def _utf8(data: bytes, backup_dir: Path) -> str:
         return data.decode("utf-8")
     except UnicodeDecodeError:
         raise StoreError(f"{backup_dir / MANIFEST_NAME}: bad manifest: not UTF-8 text") from None
-
-
-def _read_json(path: Path, limit: int) -> Any:
-    """A small JSON record of the store, never through a link; OSError or ValueError if
-    missing or damaged (each caller treats that as "none")."""
-    fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
-    with os.fdopen(fd, "rb") as handle:
-        return json.loads(handle.read(limit))
 
 
 def _write_atomic(path: Path, text: str) -> None:
