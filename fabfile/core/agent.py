@@ -168,7 +168,9 @@ def guarded(fn):
 def pump(src, out, h, cap=None):
     n = 0
     while True:
-        b = src.read(CHUNK)
+        # What is there now, passed on now (read1, flush): a slow producer (tar | zstd of a
+        # live log) streams instead of leaving in MiB blocks, the last one after it ends.
+        b = src.read1(CHUNK)
         if not b:
             return n
         n += len(b)
@@ -176,6 +178,7 @@ def pump(src, out, h, cap=None):
             raise Refused("toobig", "the file grew past %d MiB while it was read" % (cap >> 20))
         h.update(b)
         out.write(b)
+        out.flush()
 
 def op_read(path, cap="0"):
     fd, st = open_file(path, int(cap))

@@ -137,12 +137,6 @@ def parse_entries(stdout: str) -> list[RemoteEntry]:
     )
 
 
-def has_command(name: str) -> Fact[bool]:
-    # `command -v` exits 1 or 127 (dash) for "not found": the answer is stdout, not the code.
-    script = 'if command -v "$1" >/dev/null; then echo yes; fi'
-    return Fact(("sh", "-c", script, "sh", name), _yes)
-
-
 def is_file(path: str) -> Fact[bool]:
     script = 'test -f "$1" && echo yes'
     return Fact(("sh", "-c", script, "sh", path), _yes, sudo=True, exit_codes={0, 1})

@@ -117,6 +117,24 @@ class StreamResult:
     stderr: bytes = b""  # what the command said (tar's listing and warnings), trailer included
 
 
+class LaterInput:
+    """stdin known only after its command has started: tar's file list, say, once the listing
+    beside it returns. The exchange (and the server's start-up) runs meanwhile; give() sends."""
+
+    def __init__(self) -> None:
+        self._ready = threading.Event()
+        self._data = b""
+
+    def give(self, data: bytes) -> None:
+        """Always once, b"" when there is nothing to send: the command waits for it."""
+        self._data = data
+        self._ready.set()
+
+    def wait(self) -> bytes:
+        self._ready.wait()
+        return self._data
+
+
 @dataclass
 class _Exchange:
     exit_code: int
@@ -278,7 +296,7 @@ class Transport:
         argv: Sequence[str],
         sudo: bool,
         *,
-        stdin: bytes,
+        stdin: bytes | LaterInput,
         sink: Callable[[bytes], None] | None = None,
         timeout: float | None,
     ) -> _Exchange:
@@ -293,7 +311,7 @@ class Transport:
             # sudo refused before argv ran (no output reached sink): ask why, which raises
             # the right error or finds that a password works, then run argv once.
         command, prefix = self._command(argv, sudo)
-        return self._exchange(command, stdin=prefix + stdin, sink=sink, timeout=timeout)
+        return self._exchange(command, prefix=prefix, stdin=stdin, sink=sink, timeout=timeout)
 
     def _command(self, argv: Sequence[str], sudo: bool) -> tuple[str, bytes]:
         if not sudo or not self.host.sudo:
@@ -380,7 +398,7 @@ class Transport:
         sudo: bool = False,
         label: str,
         total: int | None = None,
-        stdin: bytes = b"",
+        stdin: bytes | LaterInput = b"",
     ) -> StreamResult:
         """Save a remote command's stdout (e.g. tar) to local_path, hashed on both ends."""
         trailer = self._pull(["stream", *argv], local_path, sudo, label, total, stdin)
@@ -406,7 +424,9 @@ class Transport:
             local_path.open("rb") as src,
             output.progress(f"push {label or remote_path}", size) as adv,
         ):
-            ex = self._exchange(command, stdin=_Chained(prefix, src, adv), timeout=IDLE_TIMEOUT)
+            ex = self._exchange(
+                command, prefix=prefix, stdin=_FileInput(src, adv), timeout=IDLE_TIMEOUT
+            )
         trailer = self._trailer(ex, remote_path)
         if trailer["sha256"] != digest:
             raise TransferError(f"{self.host.name}: {remote_path}: server stored different bytes")
@@ -459,7 +479,7 @@ class Transport:
         sudo: bool,
         label: str,
         total: int | None = None,
-        stdin: bytes = b"",
+        stdin: bytes | LaterInput = b"",
     ) -> dict[str, Any]:
         local_path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
         part = local_path.with_name(f".{local_path.name}.part-{random_names.token_hex(4)}")
@@ -530,7 +550,8 @@ class Transport:
         self,
         command: str,
         *,
-        stdin: bytes | _Chained | None,
+        prefix: bytes = b"",
+        stdin: Input,
         sink: Callable[[bytes], None] | None = None,
         timeout: float | None,
     ) -> _Exchange:
@@ -546,7 +567,7 @@ class Transport:
         try:
             _exec_pipelined(chan, command)
             drain.start()
-            _send(chan, stdin)
+            _send(chan, prefix, stdin)
             while data := chan.recv(CHUNK):
                 (sink or collected.append)(data)
             drain.join()
@@ -693,16 +714,24 @@ def _pump(client: socket.socket, chan: paramiko.Channel, stop: threading.Event) 
             return  # the client or the link went away; the redis client reports it
 
 
-class _Chained:
-    """stdin for a push: the sudo password line, then the file, with progress."""
+class _FileInput:
+    """stdin for a push: the file, with progress."""
 
-    def __init__(self, prefix: bytes, src: BinaryIO, advance: Callable[[int], None]) -> None:
-        self.prefix, self.src, self.advance = prefix, src, advance
+    def __init__(self, src: BinaryIO, advance: Callable[[int], None]) -> None:
+        self.src, self.advance = src, advance
 
 
-def _send(chan: paramiko.Channel, stdin: bytes | _Chained | None) -> None:
-    if isinstance(stdin, _Chained):
-        chan.sendall(stdin.prefix)
+# What an exchange can send its command: bytes, a file, or bytes given later.
+Input = bytes | _FileInput | LaterInput | None
+
+
+def _send(chan: paramiko.Channel, prefix: bytes, stdin: Input) -> None:
+    """prefix (sudo's password line) at once, then stdin, then EOF."""
+    if prefix:
+        chan.sendall(prefix)
+    if isinstance(stdin, LaterInput):
+        stdin = stdin.wait()
+    if isinstance(stdin, _FileInput):
         while block := stdin.src.read(CHUNK):
             chan.sendall(block)
             stdin.advance(len(block))

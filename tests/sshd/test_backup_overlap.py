@@ -1,17 +1,24 @@
-"""backup.all's units read runs beside the env step's exchanges (one wait on a far link, not
-one more after them), and its result and errors still belong to the units step."""
+"""Exchanges that run beside each other (one wait on a far link, not one after another):
+backup.all's units read beside the env step, whose result and errors still belong to the
+units step; backup.logs' tar beside its listing, waiting for the names the listing gives."""
 
 from __future__ import annotations
 
 import os
+import shutil
+import threading
 from dataclasses import replace
 from datetime import UTC, datetime
 from pathlib import Path
 
+import paramiko
 import pytest
 
+from fabfile.core import facts
 from fabfile.core.backups import env as env_backup
+from fabfile.core.backups import logs as logs_backup
 from fabfile.core.backups.planner import BackupFailed, back_up, context_for
+from fabfile.core.errors import FactError
 from fabfile.core.model import Host, StoreSettings
 from fabfile.core.store import Store
 from fabfile.core.transport import Transport
@@ -63,3 +70,58 @@ def test_a_failed_units_read_fails_the_units_step_only(host, events):
     assert failed.value.message.startswith("units:")
     assert Store(host.store.path).latest("local", "env") is not None
     assert Store(host.store.path).latest("local", "units") is None
+
+
+def _logs(host: Host) -> str:
+    return back_up(context_for(host, datetime.now(UTC)), ["logs"])
+
+
+def test_logs_tar_starts_before_the_listing_returns(host, monkeypatch):
+    # The listing waits (up to 10 s) for tar's exchange to begin: it does at once when tar
+    # runs beside it; a tar started after the listing would find it given up.
+    started = threading.Event()
+    said: list[str] = []
+    pull_stream, gather = Transport.pull_stream, facts.gather
+
+    def stream(self, *args, **kwargs):
+        started.set()
+        return pull_stream(self, *args, **kwargs)
+
+    def listing(transport, fact):
+        said.append("tar had started" if started.wait(10) else "tar had not started")
+        return gather(transport, fact)
+
+    monkeypatch.setattr(Transport, "pull_stream", stream)
+    monkeypatch.setattr(logs_backup.facts, "gather", listing)
+    _logs(host)
+    assert said == ["tar had started"]
+    ref = Store(host.store.path).latest("local", "logs")
+    # The box chose the compressor; the archive is named by its first bytes.
+    assert ref.manifest.meta["archive"] == (
+        "logs.tar.zst" if shutil.which("zstd") else "logs.tar.gz"
+    )
+    assert sorted(e["path"] for e in ref.manifest.meta["index"]) == ["api.log", "api.log.1"]
+
+
+def test_logs_with_nothing_new_keep_no_archive(host):
+    _logs(host)
+    assert "0 files (0 bytes raw), 2 already held" in _logs(host)
+    ref = Store(host.store.path).latest("local", "logs")
+    assert "archive" not in ref.manifest.meta
+    assert sorted(p.name for p in ref.path.iterdir()) == ["manifest.json"]
+
+
+def test_a_failed_logs_listing_ends_tar_and_keeps_nothing(host, monkeypatch):
+    def refused(transport, fact):
+        raise FactError(f"{host.name}: `find` exited 1: Permission denied")
+
+    monkeypatch.setattr(logs_backup.facts, "gather", refused)
+    before = set(threading.enumerate())
+    with pytest.raises(BackupFailed, match="logs: .*Permission denied"):
+        _logs(host)
+    # tar was given no names and ended; its thread is gone (paramiko's own may still be
+    # closing the connection) and nothing was staged.
+    left = [t for t in threading.enumerate() if t not in before and t.is_alive()]
+    assert not [t for t in left if not isinstance(t, paramiko.Transport)]
+    assert Store(host.store.path).latest("local", "logs") is None
+    assert not [p for p in Path(host.store.path).rglob("*") if p.is_file()]

@@ -29,7 +29,6 @@ def test_a_missing_binary_fails_the_fact_with_its_code_and_stderr(transport):
 
 def test_absent_things_are_answers(transport, tmp_path):
     assert facts.gather(transport, facts.is_file(str(tmp_path / "none"))) is False
-    assert facts.gather(transport, facts.has_command("no-such-tool-zz")) is False
     assert facts.gather(transport, server_facts.user_exists("no-such-user-zz")) is False
     assert facts.gather(transport, facts.regular_files(str(tmp_path / "none"))) == []
     assert facts.gather(transport, steps.digests(str(tmp_path / "none"))) == {}

@@ -102,6 +102,30 @@ def test_pull_stream_of_tar_is_checked(sshd, tmp_path):
     assert result.sha256 == hashlib.sha256(dest.read_bytes()).hexdigest()
 
 
+def test_pull_stream_passes_bytes_on_while_the_command_runs(sshd, tmp_path, monkeypatch):
+    # The agent hands on what the command has written so far, not MiB blocks: a slow
+    # producer (tar | zstd of a live log, over a far link) streams instead of arriving at
+    # its end. The command ends only once its first bytes reached us (or after 20 s).
+    arrived, flag = threading.Event(), tmp_path / "seen"
+
+    @contextlib.contextmanager
+    def progress(label, total):
+        def advance(n: int) -> None:
+            arrived.set()
+            flag.touch()
+
+        yield advance
+
+    monkeypatch.setattr(transport_module.output, "progress", progress)
+    slow = f"head -c 1000 /dev/zero; i=0; while [ ! -e {flag} ] && [ $i -lt 400 ]; do "
+    slow += "sleep 0.05; i=$((i+1)); done; [ -e " + str(flag) + " ]"
+    started = time.monotonic()
+    with Transport(sshd.host) as t:
+        result = t.pull_stream(["sh", "-c", slow], tmp_path / "out", label="slow")
+    assert arrived.is_set() and result.size == 1000
+    assert time.monotonic() - started < 15, "the first bytes waited for the command's end"
+
+
 def test_failed_stream_command_keeps_no_file(sshd, tmp_path):
     dest = tmp_path / "x.tar"
     with Transport(sshd.host) as t, pytest.raises(TransferError, match="exited 2"):

@@ -92,7 +92,6 @@ def test_the_exit_code_that_means_absent_reads_as_absent_and_no_other(fact, abse
 
 ALL_FACTS = [
     facts.deployed_ref(LAYOUT),
-    facts.has_command("zstd"),
     facts.regular_files("/opt/zachot/logs", user=LAYOUT),
     facts.regular_files("/opt/zachot/backups", pattern="zachot.env.*", depth=1),
     steps.digests("/opt/zachot/envs/prod/etc/zachot.env"),

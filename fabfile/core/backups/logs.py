@@ -14,17 +14,31 @@ mid-read are recorded with the reason (meta "skipped", "partial", "grew").
 
 from __future__ import annotations
 
+from contextlib import suppress
 from dataclasses import dataclass, field
+from pathlib import Path
 
 from .. import crypto, facts, service_user
 from ..errors import TransferError
 from ..manifest import FileRecord
 from ..plan import Step
+from ..store import StagedBackup
+from ..transport import LaterInput, StreamResult
 from . import tar_report
 from .context import BackupContext
 
-WRAPPER = f'LC_ALL=C "$@"; echo "{tar_report.EXIT_MARK}$?" >&2'
-COMPRESSORS = (("zstd", "zstd -1 -T0", "logs.tar.zst"), ("gzip", "gzip -1", "logs.tar.gz"))
+# tar starts before anything is known of the box, so the box picks the compressor (zstd, else
+# gzip, else none) and the archive is named by its first bytes. One thread: zstd -T0 holds
+# its output back for a whole job, and the link, not the compressor, sets the pace.
+# tar exits 1 when a live log grows under it: the wrapper always exits 0 (so the stream is
+# kept) and reports tar's status last, which tar_report weighs with the warnings.
+WRAPPER = (
+    'z=cat; for c in "gzip -1" "zstd -1"; do command -v "${c% *}" >/dev/null && z=$c; done; '
+    't=$1; shift; LC_ALL=C "$t" --use-compress-program="$z" "$@"; '
+    f'echo "{tar_report.EXIT_MARK}$?" >&2'
+)
+UNNAMED = "logs.tar"  # the archive as it arrives, before its first bytes name it
+MAGIC = ((b"\x28\xb5\x2f\xfd", "logs.tar.zst"), (b"\x1f\x8b", "logs.tar.gz"))
 
 
 @dataclass(frozen=True)
@@ -67,14 +81,15 @@ def previous_index(ctx: BackupContext) -> list[IndexEntry]:
 def step(ctx: BackupContext, *, full: bool) -> Step:
     logs_dir = ctx.host.layout.logs_dir
     how = "every file" if full else "only files the store does not hold yet"
+    user = ctx.host.layout.service_user
     return Step(
         "logs",
         "back up the logs",
         (
-            f"list regular files under {logs_dir} as {ctx.host.layout.service_user} "
+            f"list regular files under {logs_dir} as {user} "
             "(symlinks are not followed; files it cannot read are skipped)",
-            f"stream tar | zstd -1 (gzip -1 without zstd) of {how} to the store, tar run as "
-            f"{ctx.host.layout.service_user}",
+            f"beside the listing, start tar as {user}, waiting for its file list; then stream "
+            f"tar | zstd -1 (gzip -1 without zstd) of {how} to the store",
             "record what tar stored: a log written meanwhile up to the size tar saw, one "
             "rotated away before tar reached it as skipped, with the reason",
         ),
@@ -86,23 +101,32 @@ def run(ctx: BackupContext, *, full: bool) -> str:
     # Listed and read as the service user, who owns the logs: a link or a hard link to a
     # root-only file, or a directory swapped for a link mid-walk, reads nothing it could not.
     layout = ctx.host.layout
-    # The listing and which compressors the server has, side by side: one round trip.
-    listed, *has = facts.gather_all(
-        ctx.transport,
-        facts.regular_files(layout.logs_dir, user=layout),
-        *(facts.has_command(program) for program, _, _ in COMPRESSORS),
-    )
-    compressor = _compressor(has)
-    entries = [e for e in listed if e.readable]
-    skipped = {e.name: f"{layout.service_user} cannot read" for e in listed if not e.readable}
-    send, kept = split_new(entries, previous_index(ctx), full=full)
     with ctx.store.begin(ctx.host.name, "logs", now=ctx.now) as staged:
+        # tar's exchange (and the box's sudo, python and tar start-up) runs beside the
+        # listing and waits for the names: on a far link that is a round trip and more saved.
+        names = LaterInput()
+        streaming = ctx.transport.background(lambda: _stream(ctx, staged, names))
+        try:
+            listed = facts.gather(ctx.transport, facts.regular_files(layout.logs_dir, user=layout))
+            entries = [e for e in listed if e.readable]
+            send, kept = split_new(entries, previous_index(ctx), full=full)
+        except BaseException:
+            names.give(b"")  # tar archives nothing and ends; the listing's error is the one
+            with suppress(Exception):
+                streaming.result()
+            raise
+        asked = [e.name.encode("utf-8", "surrogateescape") for e in send]
+        names.give(b"".join(n + b"\0" for n in asked))
+        pulled = streaming.result()
+        skipped = {e.name: f"{layout.service_user} cannot read" for e in listed if not e.readable}
         index = list(kept)
         outcome = Outcome()
         if send:
-            staged.meta["archive"], report = _stream_archive(ctx, staged, send, compressor)
+            staged.meta["archive"], report = _keep(ctx, staged, pulled, asked)
             outcome = captured(ctx, send, report, staged.id)
             index += outcome.index
+        else:
+            staged.target(UNNAMED).unlink()  # an empty tar: nothing was new
         skipped |= outcome.skipped
         staged.meta["index"] = [e.as_meta() for e in sorted(index, key=lambda e: e.path)]
         staged.meta["full"] = full
@@ -176,45 +200,47 @@ def _summary(backup_id: str, outcome: Outcome, held: int, skipped: dict[str, str
     return said
 
 
-def _stream_archive(
-    ctx: BackupContext, staged, send: list[facts.RemoteEntry], how: tuple[str, str]
-) -> tuple[str, tar_report.TarReport]:
-    compressor, name = how
+def _stream(ctx: BackupContext, staged: StagedBackup, names: LaterInput) -> StreamResult:
+    """tar of the names given later (NUL-separated on stdin), into the staged UNNAMED file."""
     tar = [
         # No -h: links are archived as links, never followed.
         "tar", "--create", "--file=-", f"--directory={ctx.host.layout.logs_dir}",
-        f"--use-compress-program={compressor}", *tar_report.TAR_FLAGS,
+        *tar_report.TAR_FLAGS,
         # Positional: --null and --no-recursion must come before --files-from.
         "--null", "--no-recursion", "--files-from=-",
     ]  # fmt: skip
-    # tar exits 1 when a live log grows under it: the wrapper always exits 0 (so the stream
-    # is kept) and reports tar's status last, which tar_report weighs with the warnings.
     argv = service_user.argv(ctx.host.layout, ["sh", "-c", WRAPPER, "sh", *tar])
-    asked = [e.name.encode("utf-8", "surrogateescape") for e in send]
-    target = staged.target(name)
-    result = ctx.transport.pull_stream(
-        argv, target, sudo=True, label="logs", stdin=b"".join(n + b"\0" for n in asked)
+    return ctx.transport.pull_stream(
+        argv, staged.target(UNNAMED), sudo=True, label="logs", stdin=names
     )
-    report = tar_report.parse(result.stderr, asked)
+
+
+def _keep(
+    ctx: BackupContext, staged: StagedBackup, pulled: StreamResult, asked: list[bytes]
+) -> tuple[str, tar_report.TarReport]:
+    """Name the archive by its compression, record it (sealed with age recipients, like
+    every kind) and read what tar said it stored."""
+    arrived = staged.target(UNNAMED)
+    name = archive_name(arrived)
+    if name != UNNAMED:
+        arrived.rename(staged.target(name))
     record = FileRecord(
         name=name,
-        sha256=result.sha256,
-        size=result.size,
+        sha256=pulled.sha256,
+        size=pulled.size,
         source=ctx.host.layout.logs_dir,
         mode=0o600,
         owner="",
         group="",
         mtime=ctx.now.timestamp(),
     )
-    # With age recipients the archive is stored encrypted, like every kind.
     record = crypto.seal(staged, record, crypto.recipients_for(ctx.host, "logs"))
     staged.add(record)
-    return record.name, report
+    return record.name, tar_report.parse(pulled.stderr, asked)
 
 
-def _compressor(has: list[bool]) -> tuple[str, str]:
-    """The first of COMPRESSORS the server has: its command and the archive's name."""
-    for (_, command, name), present in zip(COMPRESSORS, has, strict=True):
-        if present:
-            return command, name
-    return "cat", "logs.tar"
+def archive_name(path: Path) -> str:
+    """logs.tar.zst, logs.tar.gz or logs.tar, by the compressor's magic number."""
+    with path.open("rb") as f:
+        head = f.read(4)
+    return next((name for magic, name in MAGIC if head.startswith(magic)), UNNAMED)
