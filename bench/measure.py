@@ -39,13 +39,16 @@ def paired(
 ) -> tuple[list[float], list[float]]:
     """Run both sides `reps` times, alternating which goes first, so drifting load
     (other users of the machine) hits both sides alike. `before` runs, untimed,
-    at the start of every repetition. After every trial the page cache is written
-    back (untimed), so no trial pays for the previous one's dirty pages."""
+    at the start of every repetition. After it and after every trial the page cache is
+    written back (untimed), so no trial pays for dirty pages it did not make: the boxes
+    share this machine's disk, and a side that fsyncs (ours, its lock and its files) would
+    otherwise flush the 10 MB log `before` just wrote on a box."""
     ours_s: list[float] = []
     base_s: list[float] = []
     for rep in range(reps):
         if before is not None:
             before()
+            os.sync()
         order = (
             ((base_s, baseline), (ours_s, ours))
             if rep % 2 == 0
