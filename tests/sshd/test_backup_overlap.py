@@ -117,7 +117,7 @@ def test_a_failed_logs_listing_ends_tar_and_keeps_nothing(host, monkeypatch):
 
     monkeypatch.setattr(logs_backup.facts, "gather", refused)
     before = set(threading.enumerate())
-    with pytest.raises(BackupFailed, match="logs: .*Permission denied"):
+    with pytest.raises(BackupFailed, match=r"logs: .*Permission denied"):
         _logs(host)
     # tar was given no names and ended; its thread is gone (paramiko's own may still be
     # closing the connection) and nothing was staged.
