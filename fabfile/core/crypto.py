@@ -1,8 +1,8 @@
 """Encryption at rest with age (pyrage), and reading any backup file back as plaintext.
 
 When the inventory names age recipients, backups of every kind are stored as
-``<name>.age``: the plaintext never lands in the store (a logs archive passes through
-a 0600 scratch file in the staging directory while it is encrypted). Their FileRecord keeps
+``<name>.age``: the plaintext never lands in the store (a streamed logs archive is
+encrypted as it arrives, stored_stream). Their FileRecord keeps
 ``sha256`` of the plaintext (so unchanged content dedupes, though age output
 differs every time), ``ciphertext_sha256`` of the stored bytes, and ``size`` of
 the stored bytes (what the store's integrity checks compare with the disk).
@@ -14,7 +14,9 @@ from __future__ import annotations
 import hashlib
 import io
 import os
-from collections.abc import Sequence
+import threading
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import replace
 from pathlib import Path
 from typing import TYPE_CHECKING, BinaryIO
@@ -25,7 +27,7 @@ from pyrage import x25519
 from . import output, secrets
 from .errors import BackupNotFoundError, StoreError, UsageError, ZachotError
 from .manifest import FileRecord
-from .store import BackupRef, StagedBackup, Store
+from .store import BackupRef, Store
 
 if TYPE_CHECKING:
     from .model import Host
@@ -131,20 +133,94 @@ def write_encrypted(
     return writer.size, writer.digest.hexdigest()
 
 
-def seal(staged: StagedBackup, record: FileRecord, recipients: Sequence[str]) -> FileRecord:
-    """Encrypt a plain file already staged (a streamed logs archive) to <name>.age and
-    remove the plaintext; the record keeps the plaintext's sha256, like write_encrypted's."""
-    if not recipients:
-        return record
-    plain = staged.target(record.name)
-    name = stored_name(record.name, encrypted=True)
+class StoredStream:
+    """A new store file filled by write() while its bytes arrive (stored_stream)."""
+
+    HEAD = 8
+
+    def __init__(self, path: Path, encrypted: bool) -> None:
+        self.path, self.encrypted = path, encrypted
+        self.head = b""  # the plaintext's first bytes (a compressor's magic number)
+        self.size = 0  # of the stored bytes, and their sha256: set once the file is whole
+        self.sha256 = ""
+        self._write: Callable[[bytes], object] = lambda data: None
+
+    def write(self, data: bytes) -> None:
+        if len(self.head) < self.HEAD:
+            self.head += data[: self.HEAD - len(self.head)]
+        self._write(data)
+
+    def record(self, plain: FileRecord) -> FileRecord:
+        """plain's record as stored: the ciphertext's name, size and sha256 when sealed."""
+        if not self.encrypted:
+            return plain
+        name = stored_name(plain.name, encrypted=True)
+        return replace(plain, name=name, size=self.size, ciphertext_sha256=self.sha256)
+
+
+@contextmanager
+def stored_stream(path: Path, recipients: Sequence[str]) -> Iterator[StoredStream]:
+    """A new 0600 file at path (path.age with recipients, age-encrypted on the way, so the
+    plaintext never touches the disk) fed by the yielded StoredStream's write(). Fsynced
+    once the block ends; removed if it raises."""
+    keys = _recipients(recipients) if recipients else []
+    stream = StoredStream(path.with_name(stored_name(path.name, encrypted=bool(keys))), bool(keys))
+    fd = os.open(stream.path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600)
     try:
-        with plain.open("rb") as source:
-            size, digest = write_encrypted(staged.target(name), source, recipients)
+        with os.fdopen(fd, "wb") as out:
+            stored = _HashingWriter(out)
+            with _encrypting(stored, keys) if keys else _as_is(stored) as write:
+                stream._write = write
+                yield stream
+            out.flush()
+            os.fsync(out.fileno())
+        stream.size, stream.sha256 = stored.size, stored.digest.hexdigest()
+    except BaseException:
+        stream.path.unlink(missing_ok=True)
+        raise
+
+
+@contextmanager
+def _as_is(out: _HashingWriter) -> Iterator[Callable[[bytes], object]]:
+    yield out.write
+
+
+@contextmanager
+def _encrypting(
+    out: _HashingWriter, keys: list[x25519.Recipient]
+) -> Iterator[Callable[[bytes], object]]:
+    """write() of plaintext, age-encrypted into out as it comes. pyrage reads its input as a
+    file, so it runs on its own thread at the far end of a pipe."""
+    reader, writer = os.pipe()
+    failed: list[BaseException] = []
+
+    def encrypt() -> None:
+        try:
+            with os.fdopen(reader, "rb") as source:
+                pyrage.encrypt_io(source, out, keys)
+        except BaseException as exc:  # raised on the caller's thread, below
+            failed.append(exc)
+
+    thread = threading.Thread(target=encrypt, name="age-encrypt", daemon=True)
+    thread.start()
+
+    def write(data: bytes) -> None:
+        try:
+            sink.write(data)
+        except BrokenPipeError:  # the encryptor stopped: its error (a full disk) is the one
+            thread.join()
+            raise (failed[0] if failed else StoreError("age encryption stopped")) from None
+
+    try:
+        with os.fdopen(writer, "wb") as sink:
+            yield write
+    except BrokenPipeError:  # on the last flush
+        thread.join()
+        raise (failed[0] if failed else StoreError("age encryption stopped")) from None
     finally:
-        plain.unlink(missing_ok=True)
-    staged.meta.update(encryption_meta(recipients))
-    return replace(record, name=name, size=size, ciphertext_sha256=digest)
+        thread.join()  # the pipe is closed: it has read to the end and finished the file
+    if failed:
+        raise failed[0]
 
 
 # -- decrypting ---------------------------------------------------------------

@@ -390,18 +390,21 @@ class Transport:
                     if m.isfile()
                 }
 
-    def pull_stream(
+    def stream_to(
         self,
         argv: Sequence[str],
-        local_path: Path,
+        write: Callable[[bytes], object],
         *,
+        where: Path,
         sudo: bool = False,
         label: str,
         total: int | None = None,
         stdin: bytes | LaterInput = b"",
     ) -> StreamResult:
-        """Save a remote command's stdout (e.g. tar) to local_path, hashed on both ends."""
-        trailer = self._pull(["stream", *argv], local_path, sudo, label, total, stdin)
+        """Hand a remote command's stdout (e.g. tar) to write() as it arrives, hashed on both
+        ends: only if this returns did every byte arrive unaltered. where: the local file
+        write() fills, named when a write fails."""
+        trailer = self._receive(["stream", *argv], write, where, sudo, label, total, stdin)
         return StreamResult(trailer["sha256"], trailer["sent"], trailer["stderr"])
 
     def push(
@@ -472,38 +475,16 @@ class Transport:
         ex = self._sudo_exchange(_agent(op), True, stdin=b"", timeout=IDLE_TIMEOUT)
         return self._trailer(ex, what)
 
-    def _pull(
-        self,
-        op: list[str],
-        local_path: Path,
-        sudo: bool,
-        label: str,
-        total: int | None = None,
-        stdin: bytes | LaterInput = b"",
-    ) -> dict[str, Any]:
+    def _pull(self, op: list[str], local_path: Path, sudo: bool, label: str) -> dict[str, Any]:
+        """op's output into local_path: under a temporary name, fsynced, renamed when whole."""
         local_path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
         part = local_path.with_name(f".{local_path.name}.part-{random_names.token_hex(4)}")
-        digest = hashlib.sha256()
         fd = os.open(part, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
         try:
-            with os.fdopen(fd, "wb") as out, output.progress(f"pull {label}", total) as adv:
-
-                def sink(data: bytes) -> None:
-                    digest.update(data)
-                    try:
-                        out.write(data)
-                    except OSError as exc:  # our disk, not the connection
-                        raise _local_write_error(local_path, exc) from None
-                    adv(len(data))
-
-                ex = self._sudo_exchange(
-                    _agent(op), sudo, stdin=stdin, sink=sink, timeout=IDLE_TIMEOUT
-                )
-                trailer = {**self._trailer(ex, label), "stderr": ex.stderr}
+            with os.fdopen(fd, "wb") as out:
+                trailer = self._receive(op, out.write, local_path, sudo, label)
                 out.flush()
                 os.fsync(out.fileno())
-            if trailer["sha256"] != digest.hexdigest():
-                raise TransferError(f"{self.host.name}: {label}: checksum mismatch after transfer")
             os.replace(part, local_path)
             _fsync_dir(local_path.parent)
             return trailer
@@ -511,6 +492,34 @@ class Transport:
             raise _local_write_error(local_path, exc) from None
         finally:
             part.unlink(missing_ok=True)
+
+    def _receive(
+        self,
+        op: list[str],
+        write: Callable[[bytes], object],
+        where: Path,
+        sudo: bool,
+        label: str,
+        total: int | None = None,
+        stdin: bytes | LaterInput = b"",
+    ) -> dict[str, Any]:
+        """op's output to write(), checked against the agent's sha256 once it has ended."""
+        digest = hashlib.sha256()
+        with output.progress(f"pull {label}", total) as adv:
+
+            def sink(data: bytes) -> None:
+                digest.update(data)
+                try:
+                    write(data)
+                except OSError as exc:  # our disk, not the connection
+                    raise _local_write_error(where, exc) from None
+                adv(len(data))
+
+            ex = self._sudo_exchange(_agent(op), sudo, stdin=stdin, sink=sink, timeout=IDLE_TIMEOUT)
+            trailer = {**self._trailer(ex, label), "stderr": ex.stderr}
+        if trailer["sha256"] != digest.hexdigest():
+            raise TransferError(f"{self.host.name}: {label}: checksum mismatch after transfer")
+        return trailer
 
     def _trailer(self, ex: _Exchange, what: str) -> dict[str, Any]:
         text = ex.stderr.decode("utf-8", "replace")

@@ -81,17 +81,17 @@ def test_logs_tar_starts_before_the_listing_returns(host, monkeypatch):
     # runs beside it; a tar started after the listing would find it given up.
     started = threading.Event()
     said: list[str] = []
-    pull_stream, gather = Transport.pull_stream, facts.gather
+    stream_to, gather = Transport.stream_to, facts.gather
 
     def stream(self, *args, **kwargs):
         started.set()
-        return pull_stream(self, *args, **kwargs)
+        return stream_to(self, *args, **kwargs)
 
     def listing(transport, fact):
         said.append("tar had started" if started.wait(10) else "tar had not started")
         return gather(transport, fact)
 
-    monkeypatch.setattr(Transport, "pull_stream", stream)
+    monkeypatch.setattr(Transport, "stream_to", stream)
     monkeypatch.setattr(logs_backup.facts, "gather", listing)
     _logs(host)
     assert said == ["tar had started"]

@@ -119,6 +119,6 @@ def test_a_rotation_during_the_walk_is_recorded(host):
 def _wait_for_stream(store: Path, timeout: float = 60) -> None:
     """Until the archive's first bytes land: tar has listed and started reading."""
     end = time.monotonic() + timeout
-    while not any(p.stat().st_size for p in store.rglob(".logs.tar*.part-*")):
+    while not any(p.stat().st_size for p in store.rglob(".staging-*/logs.tar*")):
         assert time.monotonic() < end, "the logs stream never started"
         time.sleep(0.005)

@@ -19,6 +19,7 @@ from pathlib import Path
 import paramiko
 import pytest
 
+from fabfile.core import crypto
 from fabfile.core import transport as transport_module
 from fabfile.core.errors import (
     ConnectError,
@@ -26,13 +27,20 @@ from fabfile.core.errors import (
     RemoteCommandError,
     TransferError,
 )
-from fabfile.core.transport import Transport
+from fabfile.core.transport import StreamResult, Transport
 
 pytestmark = pytest.mark.sshd
 
 
 def leftovers(directory: Path) -> list[str]:
     return sorted(p.name for p in directory.iterdir())
+
+
+def stream(t: Transport, argv: list[str], dest: Path, *, label: str) -> StreamResult:
+    """A command's output into a new file at dest, as backup.logs takes its tar: the file
+    is removed if the stream fails."""
+    with crypto.stored_stream(dest, []) as stored:
+        return t.stream_to(argv, stored.write, where=stored.path, label=label)
 
 
 def test_run_quotes_every_argument(sshd, tmp_path):
@@ -91,45 +99,41 @@ def test_push_into_missing_directory_fails_clearly(sshd, tmp_path):
         t.push(src, "/nonexistent-dir/file")
 
 
-def test_pull_stream_of_tar_is_checked(sshd, tmp_path):
+def test_stream_of_tar_is_checked(sshd, tmp_path):
     logs = sshd.root / "logs"
     logs.mkdir(exist_ok=True)
     (logs / "api.log").write_text("line\n" * 5000)
     dest = tmp_path / "logs.tar"
     with Transport(sshd.host) as t:
-        result = t.pull_stream(["tar", "-C", str(logs), "-cf", "-", "."], dest, label="logs")
+        result = stream(t, ["tar", "-C", str(logs), "-cf", "-", "."], dest, label="logs")
     assert result.size == dest.stat().st_size
     assert result.sha256 == hashlib.sha256(dest.read_bytes()).hexdigest()
 
 
-def test_pull_stream_passes_bytes_on_while_the_command_runs(sshd, tmp_path, monkeypatch):
+def test_stream_passes_bytes_on_while_the_command_runs(sshd, tmp_path):
     # The agent hands on what the command has written so far, not MiB blocks: a slow
     # producer (tar | zstd of a live log, over a far link) streams instead of arriving at
     # its end. The command ends only once its first bytes reached us (or after 20 s).
-    arrived, flag = threading.Event(), tmp_path / "seen"
+    got: list[bytes] = []
+    flag = tmp_path / "seen"
 
-    @contextlib.contextmanager
-    def progress(label, total):
-        def advance(n: int) -> None:
-            arrived.set()
-            flag.touch()
+    def write(data: bytes) -> None:
+        got.append(data)
+        flag.touch()
 
-        yield advance
-
-    monkeypatch.setattr(transport_module.output, "progress", progress)
     slow = f"head -c 1000 /dev/zero; i=0; while [ ! -e {flag} ] && [ $i -lt 400 ]; do "
     slow += "sleep 0.05; i=$((i+1)); done; [ -e " + str(flag) + " ]"
     started = time.monotonic()
     with Transport(sshd.host) as t:
-        result = t.pull_stream(["sh", "-c", slow], tmp_path / "out", label="slow")
-    assert arrived.is_set() and result.size == 1000
+        result = t.stream_to(["sh", "-c", slow], write, where=tmp_path / "out", label="slow")
+    assert b"".join(got) == bytes(1000) and result.size == 1000
     assert time.monotonic() - started < 15, "the first bytes waited for the command's end"
 
 
 def test_failed_stream_command_keeps_no_file(sshd, tmp_path):
     dest = tmp_path / "x.tar"
     with Transport(sshd.host) as t, pytest.raises(TransferError, match="exited 2"):
-        t.pull_stream(["tar", "-cf", "-", "/nonexistent"], dest, label="logs")
+        stream(t, ["tar", "-cf", "-", "/nonexistent"], dest, label="logs")
     assert leftovers(tmp_path) == []
 
 
@@ -221,7 +225,7 @@ def test_connection_killed_mid_pull_leaves_no_file(sshd, tmp_path):
         )
         killer.start()
         with pytest.raises(TransferError):
-            t.pull_stream(["sh", "-c", script], dest, label="big")
+            stream(t, ["sh", "-c", script], dest, label="big")
         killer.join()
     assert leftovers(tmp_path) == []
 
@@ -294,7 +298,7 @@ def test_a_link_gone_silent_mid_transfer_fails_at_the_idle_timeout(
                     t.push(src, str(target))
                 else:
                     script = f"cat {src}; sleep 60"
-                    t.pull_stream(["sh", "-c", script], tmp_path / "pulled", label="big")
+                    stream(t, ["sh", "-c", script], tmp_path / "pulled", label="big")
             timer.join()
             assert frozen and time.monotonic() - started < 30
     finally:

@@ -198,15 +198,72 @@ def test_register_env_backup_masks_the_newest_backups_values(tmp_path):
     assert "canary-0b5e77" not in secrets.mask("API_KEY=canary-0b5e77")
 
 
-def test_seal_encrypts_a_staged_file_and_removes_the_plaintext(tmp_path):
+def _chunks(data: bytes, size: int = 7) -> list[bytes]:
+    return [data[i : i + size] for i in range(0, len(data), size)]
+
+
+def test_a_stream_is_encrypted_as_it_arrives_and_no_plaintext_lands(tmp_path, monkeypatch):
     identity, public = key_file(tmp_path / "id.txt")
+    staging = tmp_path / "staging"
+    staging.mkdir()
     plain = FileRecord(
         "logs.tar", hashlib.sha256(SECRET).hexdigest(), len(SECRET), "/l", 0o600, "", "", 0.0
     )
-    with Store(tmp_path / "store").begin("web1", "logs", now=NOW) as staged:
-        staged.target("logs.tar").write_bytes(SECRET)
-        sealed = crypto.seal(staged, plain, [public])
-        assert not staged.target("logs.tar").exists()
-        assert sealed.name == "logs.tar.age" and sealed.sha256 == plain.sha256
-        assert crypto.decrypt_file(staged.target(sealed.name), identity) == SECRET
-        assert crypto.seal(staged, plain, []) is plain
+    seen: list[list[str]] = []
+    with crypto.stored_stream(staging / "logs.tar", [public]) as stored:
+        for chunk in _chunks(SECRET):
+            stored.write(chunk)
+            seen.append(sorted(p.name for p in staging.iterdir()))
+    assert seen == [["logs.tar.age"]] * len(seen)  # never a plaintext file, not even briefly
+    assert stored.head == SECRET[:8] and stored.path == staging / "logs.tar.age"
+    stored_bytes = stored.path.read_bytes()
+    assert SECRET not in stored_bytes and oct(stored.path.stat().st_mode & 0o777) == "0o600"
+    assert (stored.size, stored.sha256) == (
+        len(stored_bytes),
+        hashlib.sha256(stored_bytes).hexdigest(),
+    )
+    assert crypto.decrypt_file(stored.path, identity) == SECRET
+    record = stored.record(plain)
+    assert record.name == "logs.tar.age" and record.sha256 == plain.sha256
+    assert (record.size, record.ciphertext_sha256) == (stored.size, stored.sha256)
+
+
+def test_a_stream_without_recipients_is_stored_as_it_is(tmp_path):
+    plain = FileRecord("logs.tar", "x", len(SECRET), "/l", 0o600, "", "", 0.0)
+    with crypto.stored_stream(tmp_path / "logs.tar", []) as stored:
+        for chunk in _chunks(SECRET):
+            stored.write(chunk)
+    assert stored.path.read_bytes() == SECRET and stored.record(plain) is plain
+    assert stored.sha256 == hashlib.sha256(SECRET).hexdigest()
+
+
+@pytest.mark.parametrize("sealed", [True, False])
+def test_a_failed_stream_leaves_no_file(tmp_path, sealed):
+    _, public = key_file(tmp_path / "id.txt")
+    staging = tmp_path / "staging"
+    staging.mkdir()
+    with (
+        pytest.raises(ConnectionError),
+        crypto.stored_stream(staging / "logs.tar", [public] if sealed else []) as stored,
+    ):
+        stored.write(SECRET)
+        raise ConnectionError("the link died mid-stream")
+    assert list(staging.iterdir()) == []
+
+
+def test_the_encryptors_own_error_is_the_one_raised(tmp_path, monkeypatch):
+    # A full disk under the ciphertext stops pyrage; the writer says why, not "broken pipe".
+    _, public = key_file(tmp_path / "id.txt")
+
+    def full_disk(source, out, keys):
+        source.read(4)
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(crypto.pyrage, "encrypt_io", full_disk)
+    with (
+        pytest.raises(OSError, match="No space left"),
+        crypto.stored_stream(tmp_path / "logs.tar", [public]) as stored,
+    ):
+        for _ in range(64):
+            stored.write(b"x" * 65536)
+    assert list(tmp_path.iterdir()) == [tmp_path / "id.txt"]

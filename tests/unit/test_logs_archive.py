@@ -22,20 +22,16 @@ def _tar() -> bytes:
     return buffer.getvalue()
 
 
-def test_gzip_zstd_and_plain_archives_get_their_names(tmp_path):
+def test_gzip_zstd_and_plain_archives_get_their_names():
     forms = {
         "logs.tar.gz": gzip.compress(_tar()),
         "logs.tar.zst": b"\x28\xb5\x2f\xfd" + bytes(60),  # a zstd frame's magic number
         "logs.tar": _tar(),
     }
     for expected, data in forms.items():
-        arrived = tmp_path / "arrived"
-        arrived.write_bytes(data)
-        assert archive_name(arrived) == expected
+        assert archive_name(data[:8]) == expected
 
 
-def test_an_empty_or_short_stream_is_a_plain_tar(tmp_path):
+def test_an_empty_or_short_stream_is_a_plain_tar():
     for data in (b"", b"\x1f", b"\x28\xb5\x2f"):
-        arrived = tmp_path / "arrived"
-        arrived.write_bytes(data)
-        assert archive_name(arrived) == "logs.tar"
+        assert archive_name(data) == "logs.tar"

@@ -16,7 +16,6 @@ from __future__ import annotations
 
 from contextlib import suppress
 from dataclasses import dataclass, field
-from pathlib import Path
 
 from .. import crypto, facts, service_user
 from ..errors import TransferError
@@ -117,16 +116,16 @@ def run(ctx: BackupContext, *, full: bool) -> str:
             raise
         asked = [e.name.encode("utf-8", "surrogateescape") for e in send]
         names.give(b"".join(n + b"\0" for n in asked))
-        pulled = streaming.result()
+        pulled, stored = streaming.result()
         skipped = {e.name: f"{layout.service_user} cannot read" for e in listed if not e.readable}
         index = list(kept)
         outcome = Outcome()
         if send:
-            staged.meta["archive"], report = _keep(ctx, staged, pulled, asked)
+            staged.meta["archive"], report = _keep(ctx, staged, pulled, stored, asked)
             outcome = captured(ctx, send, report, staged.id)
             index += outcome.index
         else:
-            staged.target(UNNAMED).unlink()  # an empty tar: nothing was new
+            stored.path.unlink()  # an empty tar: nothing was new
         skipped |= outcome.skipped
         staged.meta["index"] = [e.as_meta() for e in sorted(index, key=lambda e: e.path)]
         staged.meta["full"] = full
@@ -200,8 +199,11 @@ def _summary(backup_id: str, outcome: Outcome, held: int, skipped: dict[str, str
     return said
 
 
-def _stream(ctx: BackupContext, staged: StagedBackup, names: LaterInput) -> StreamResult:
-    """tar of the names given later (NUL-separated on stdin), into the staged UNNAMED file."""
+def _stream(
+    ctx: BackupContext, staged: StagedBackup, names: LaterInput
+) -> tuple[StreamResult, crypto.StoredStream]:
+    """tar of the names given later (NUL-separated on stdin) into the staged UNNAMED file,
+    age-encrypted as it arrives when the host has recipients, like every kind."""
     tar = [
         # No -h: links are archived as links, never followed.
         "tar", "--create", "--file=-", f"--directory={ctx.host.layout.logs_dir}",
@@ -210,22 +212,24 @@ def _stream(ctx: BackupContext, staged: StagedBackup, names: LaterInput) -> Stre
         "--null", "--no-recursion", "--files-from=-",
     ]  # fmt: skip
     argv = service_user.argv(ctx.host.layout, ["sh", "-c", WRAPPER, "sh", *tar])
-    return ctx.transport.pull_stream(
-        argv, staged.target(UNNAMED), sudo=True, label="logs", stdin=names
-    )
+    recipients = crypto.recipients_for(ctx.host, "logs")
+    with crypto.stored_stream(staged.target(UNNAMED), recipients) as stored:
+        pulled = ctx.transport.stream_to(
+            argv, stored.write, where=stored.path, sudo=True, label="logs", stdin=names
+        )
+    return pulled, stored
 
 
 def _keep(
-    ctx: BackupContext, staged: StagedBackup, pulled: StreamResult, asked: list[bytes]
+    ctx: BackupContext,
+    staged: StagedBackup,
+    pulled: StreamResult,
+    stored: crypto.StoredStream,
+    asked: list[bytes],
 ) -> tuple[str, tar_report.TarReport]:
-    """Name the archive by its compression, record it (sealed with age recipients, like
-    every kind) and read what tar said it stored."""
-    arrived = staged.target(UNNAMED)
-    name = archive_name(arrived)
-    if name != UNNAMED:
-        arrived.rename(staged.target(name))
-    record = FileRecord(
-        name=name,
+    """Name the archive by its compression, record it and read what tar said it stored."""
+    plain = FileRecord(
+        name=archive_name(stored.head),
         sha256=pulled.sha256,
         size=pulled.size,
         source=ctx.host.layout.logs_dir,
@@ -234,13 +238,14 @@ def _keep(
         group="",
         mtime=ctx.now.timestamp(),
     )
-    record = crypto.seal(staged, record, crypto.recipients_for(ctx.host, "logs"))
+    record = stored.record(plain)
+    stored.path.rename(staged.target(record.name))
+    if stored.encrypted:
+        staged.meta.update(crypto.encryption_meta(crypto.recipients_for(ctx.host, "logs")))
     staged.add(record)
     return record.name, tar_report.parse(pulled.stderr, asked)
 
 
-def archive_name(path: Path) -> str:
+def archive_name(head: bytes) -> str:
     """logs.tar.zst, logs.tar.gz or logs.tar, by the compressor's magic number."""
-    with path.open("rb") as f:
-        head = f.read(4)
     return next((name for magic, name in MAGIC if head.startswith(magic)), UNNAMED)

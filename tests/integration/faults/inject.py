@@ -193,8 +193,10 @@ def leftovers(root: Path) -> list[str]:
 
 
 def part_file(root: Path, min_bytes: int) -> Path | None:
-    """An interrupted-transfer temp file under root that has grown to min_bytes."""
-    for p in root.rglob("*.part-*") if root.exists() else ():
+    """A transfer's file under root, grown to min_bytes: a pull's .part- temp, or a stream
+    (the logs archive) written straight into its backup's .staging- directory."""
+    found = [*root.rglob("*.part-*"), *root.rglob(".staging-*/*")] if root.exists() else []
+    for p in found:
         try:
             if p.stat().st_size >= min_bytes:
                 return p
