@@ -25,7 +25,13 @@ import pyrage
 from pyrage import x25519
 
 from . import output, secrets
-from .errors import BackupNotFoundError, StoreError, UsageError, ZachotError
+from .errors import (
+    BackupNotFoundError,
+    StoreError,
+    UsageError,
+    ZachotError,
+    local_write_error,
+)
 from .manifest import FileRecord
 from .store import BackupRef, Store
 
@@ -101,11 +107,16 @@ def encrypt(plaintext: bytes, recipients: Sequence[str]) -> bytes:
 class _HashingWriter:
     def __init__(self, out: BinaryIO) -> None:
         self.out, self.digest, self.size = out, hashlib.sha256(), 0
+        self.failed: OSError | None = None  # pyrage words our disk's error as EncryptError
 
     def write(self, data: bytes) -> int:
         self.digest.update(data)
         self.size += len(data)
-        return self.out.write(data)
+        try:
+            return self.out.write(data)
+        except OSError as exc:
+            self.failed = exc
+            raise
 
     def flush(self) -> None:
         self.out.flush()
@@ -148,7 +159,10 @@ class StoredStream:
     def write(self, data: bytes) -> None:
         if len(self.head) < self.HEAD:
             self.head += data[: self.HEAD - len(self.head)]
-        self._write(data)
+        try:
+            self._write(data)
+        except OSError as exc:  # our disk (full, say), as every transfer says it
+            raise local_write_error(self.path, exc) from None
 
     def record(self, plain: FileRecord) -> FileRecord:
         """plain's record as stored: the ciphertext's name, size and sha256 when sealed."""
@@ -166,15 +180,22 @@ def stored_stream(path: Path, recipients: Sequence[str]) -> Iterator[StoredStrea
     keys = _recipients(recipients) if recipients else []
     stream = StoredStream(path.with_name(stored_name(path.name, encrypted=bool(keys))), bool(keys))
     fd = os.open(stream.path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600)
+    fed = False  # past the caller's block: an OSError from here on is our disk's
     try:
         with os.fdopen(fd, "wb") as out:
             stored = _HashingWriter(out)
             with _encrypting(stored, keys) if keys else _as_is(stored) as write:
                 stream._write = write
                 yield stream
+                fed = True
             out.flush()
             os.fsync(out.fileno())
         stream.size, stream.sha256 = stored.size, stored.digest.hexdigest()
+    except OSError as exc:
+        stream.path.unlink(missing_ok=True)
+        if not fed:
+            raise
+        raise local_write_error(stream.path, exc) from None
     except BaseException:
         stream.path.unlink(missing_ok=True)
         raise
@@ -199,7 +220,7 @@ def _encrypting(
             with os.fdopen(reader, "rb") as source:
                 pyrage.encrypt_io(source, out, keys)
         except BaseException as exc:  # raised on the caller's thread, below
-            failed.append(exc)
+            failed.append(out.failed or exc)
 
     thread = threading.Thread(target=encrypt, name="age-encrypt", daemon=True)
     thread.start()

@@ -77,6 +77,14 @@ class TransferError(ZachotError):
     pass
 
 
+def local_write_error(path: object, exc: OSError) -> TransferError:
+    """Our own disk failed (full, read-only) under a transfer: said as such, not as the link."""
+    return TransferError(
+        f"cannot write {path} on this machine: {exc.strerror or exc}; nothing was kept. "
+        "Free space there or point store.path elsewhere"
+    )
+
+
 class LockHeldError(ZachotError):
     exit_code = ExitCode.LOCKED
 

@@ -34,7 +34,14 @@ from fabric import Config, Connection
 from . import hostkeys, output
 from .agent import SMALL_FILE_CAP, TRAILER
 from .agent import SOURCE as AGENT_SOURCE
-from .errors import ConnectError, HostKeyError, RemoteCommandError, SudoError, TransferError
+from .errors import (
+    ConnectError,
+    HostKeyError,
+    RemoteCommandError,
+    SudoError,
+    TransferError,
+    local_write_error,
+)
 from .model import Host
 
 # Our errors say what failed; paramiko's own log lines (e.g. a refused tunnel
@@ -489,7 +496,7 @@ class Transport:
             _fsync_dir(local_path.parent)
             return trailer
         except OSError as exc:
-            raise _local_write_error(local_path, exc) from None
+            raise local_write_error(local_path, exc) from None
         finally:
             part.unlink(missing_ok=True)
 
@@ -512,7 +519,7 @@ class Transport:
                 try:
                     write(data)
                 except OSError as exc:  # our disk, not the connection
-                    raise _local_write_error(where, exc) from None
+                    raise local_write_error(where, exc) from None
                 adv(len(data))
 
             ex = self._sudo_exchange(_agent(op), sudo, stdin=stdin, sink=sink, timeout=IDLE_TIMEOUT)
@@ -838,13 +845,6 @@ def _remote_file(path: str, trailer: dict[str, Any]) -> RemoteFile:
         owner=trailer["owner"],
         group=trailer["group"],
         mtime=trailer["mtime"],
-    )
-
-
-def _local_write_error(path: Path, exc: OSError) -> TransferError:
-    return TransferError(
-        f"cannot write {path} on this machine: {exc.strerror or exc}; nothing was kept. "
-        "Free space there or point store.path elsewhere"
     )
 
 

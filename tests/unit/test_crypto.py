@@ -11,7 +11,7 @@ import pytest
 from pyrage import x25519
 
 from fabfile.core import crypto, secrets
-from fabfile.core.errors import BackupNotFoundError, StoreError, UsageError
+from fabfile.core.errors import BackupNotFoundError, StoreError, TransferError, UsageError
 from fabfile.core.manifest import FileRecord
 from fabfile.core.model import BackupSettings, Host, StoreSettings
 from fabfile.core.store import Store
@@ -251,17 +251,33 @@ def test_a_failed_stream_leaves_no_file(tmp_path, sealed):
     assert list(staging.iterdir()) == []
 
 
-def test_the_encryptors_own_error_is_the_one_raised(tmp_path, monkeypatch):
-    # A full disk under the ciphertext stops pyrage; the writer says why, not "broken pipe".
-    _, public = key_file(tmp_path / "id.txt")
-
-    def full_disk(source, out, keys):
-        source.read(4)
+class _FullDisk:
+    def write(self, data: bytes) -> int:
         raise OSError(28, "No space left on device")
 
-    monkeypatch.setattr(crypto.pyrage, "encrypt_io", full_disk)
+
+@pytest.mark.parametrize("when", ["mid-stream", "at the end"])
+def test_a_full_disk_under_the_ciphertext_is_said_as_our_disk(tmp_path, monkeypatch, when):
+    # pyrage words its writer's OSError as an EncryptError; the operator reads "No space
+    # left on this machine" (as for every transfer), not a bug report or "broken pipe".
+    _, public = key_file(tmp_path / "id.txt")
+
+    def encrypt_io(source, out, keys):
+        while source.read(65536) and when == "at the end":
+            pass
+        out.out = _FullDisk()
+        out.write(b"age-encryption.org/v1")
+        raise AssertionError("unreachable")
+
+    def wrapped(source, out, keys):
+        try:
+            encrypt_io(source, out, keys)
+        except OSError as exc:
+            raise crypto.pyrage.EncryptError(f"OSError: {exc}") from None
+
+    monkeypatch.setattr(crypto.pyrage, "encrypt_io", wrapped)
     with (
-        pytest.raises(OSError, match="No space left"),
+        pytest.raises(TransferError, match="on this machine: No space left on device"),
         crypto.stored_stream(tmp_path / "logs.tar", [public]) as stored,
     ):
         for _ in range(64):
