@@ -149,8 +149,8 @@ class StoredStream:
 
     HEAD = 8
 
-    def __init__(self, path: Path, encrypted: bool) -> None:
-        self.path, self.encrypted = path, encrypted
+    def __init__(self, path: Path, recipients: Sequence[str]) -> None:
+        self.path, self.recipients = path, tuple(recipients)
         self.head = b""  # the plaintext's first bytes (a compressor's magic number)
         self.size = 0  # of the stored bytes, and their sha256: set once the file is whole
         self.sha256 = ""
@@ -163,6 +163,10 @@ class StoredStream:
             self._write(data)
         except OSError as exc:  # our disk (full, say), as every transfer says it
             raise local_write_error(self.path, exc) from None
+
+    @property
+    def encrypted(self) -> bool:
+        return bool(self.recipients)
 
     def record(self, plain: FileRecord) -> FileRecord:
         """plain's record as stored: the ciphertext's name, size and sha256 when sealed."""
@@ -178,7 +182,7 @@ def stored_stream(path: Path, recipients: Sequence[str]) -> Iterator[StoredStrea
     plaintext never touches the disk) fed by the yielded StoredStream's write(). Fsynced
     once the block ends; removed if it raises."""
     keys = _recipients(recipients) if recipients else []
-    stream = StoredStream(path.with_name(stored_name(path.name, encrypted=bool(keys))), bool(keys))
+    stream = StoredStream(path.with_name(stored_name(path.name, encrypted=bool(keys))), recipients)
     fd = os.open(stream.path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600)
     fed = False  # past the caller's block: an OSError from here on is our disk's
     try:
@@ -225,19 +229,22 @@ def _encrypting(
     thread = threading.Thread(target=encrypt, name="age-encrypt", daemon=True)
     thread.start()
 
+    def stopped() -> BaseException:
+        """The pipe broke: the encryptor stopped, and its error (a full disk) is the one."""
+        thread.join()
+        return failed[0] if failed else StoreError("age encryption stopped")
+
     def write(data: bytes) -> None:
         try:
             sink.write(data)
-        except BrokenPipeError:  # the encryptor stopped: its error (a full disk) is the one
-            thread.join()
-            raise (failed[0] if failed else StoreError("age encryption stopped")) from None
+        except BrokenPipeError:
+            raise stopped() from None
 
     try:
         with os.fdopen(writer, "wb") as sink:
             yield write
     except BrokenPipeError:  # on the last flush
-        thread.join()
-        raise (failed[0] if failed else StoreError("age encryption stopped")) from None
+        raise stopped() from None
     finally:
         thread.join()  # the pipe is closed: it has read to the end and finished the file
     if failed:

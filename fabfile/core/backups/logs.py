@@ -241,7 +241,7 @@ def _keep(
     record = stored.record(plain)
     stored.path.rename(staged.target(record.name))
     if stored.encrypted:
-        staged.meta.update(crypto.encryption_meta(crypto.recipients_for(ctx.host, "logs")))
+        staged.meta.update(crypto.encryption_meta(stored.recipients))
     staged.add(record)
     return record.name, tar_report.parse(pulled.stderr, asked)
 
